@@ -1,0 +1,75 @@
+//! Startup and shutdown: builds the shared state and runs the gRPC server, the webhook
+//! listener, the metrics listener and the backfill supervisor until the shutdown token
+//! fires. The caller binds the listeners (tests pass port 0) and chooses the shutdown.
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backfill::{Backfills, ClerkApiFactory};
+use crate::config::Settings;
+use crate::project_db::ProjectPools;
+use crate::store::{ControlStore, StoreError};
+
+/// Everything request handlers share.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: ControlStore,
+    pub pools: ProjectPools,
+    pub clerk: ClerkApiFactory,
+    pub backfills: Backfills,
+}
+
+/// The bound listeners.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+    pub metrics: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the service until `shutdown` is cancelled, then drains: health NOT_SERVING, stop
+/// accepting, let in-flight requests finish, let backfills checkpoint and give their leases
+/// back. If this future is dropped instead (abrupt stop), backfill runners stop dead at once
+/// and their leases expire — exactly what a crash looks like to the other replicas.
+pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
+    let store = ControlStore::connect(settings.control_database_url.expose_secret(), settings.control_pool_size).await?;
+    let kill = CancellationToken::new();
+    let _kill_on_drop = kill.clone().drop_guard();
+    let pools = ProjectPools::new(settings.project_db.clone());
+    let clerk = ClerkApiFactory::new(settings.clerk.clone());
+    let backfills = Backfills::new(settings.clone(), store.clone(), pools.clone(), clerk.clone(), shutdown.clone(), kill.clone());
+    let state = Arc::new(AppState { settings: settings.clone(), store, pools, clerk, backfills: backfills.clone() });
+    let grace = settings.shutdown_grace;
+
+    let metrics = listeners.metrics.map(|l| {
+        let handle = crate::metrics::install();
+        tokio::spawn(crate::metrics::serve(l, handle, shutdown.clone(), kill.clone()))
+    });
+    if metrics.is_none() {
+        crate::metrics::install();
+    }
+    let supervisor = tokio::spawn(backfills.clone().supervise());
+    let webhooks = crate::webhook::serve(state.clone(), listeners.http, shutdown.clone(), grace);
+    let grpc = crate::grpc::serve(state.clone(), listeners.grpc, shutdown.clone(), grace);
+    tracing::info!(instance = %settings.instance_id, "capydb-auth-sync serving");
+
+    let (grpc_result, ()) = tokio::join!(grpc, webhooks);
+    // Listeners are closed; let backfills reach a checkpoint and release their leases.
+    shutdown.cancel();
+    let _ = tokio::time::timeout(grace, backfills.wait_stopped()).await;
+    let _ = supervisor.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    tracing::info!("capydb-auth-sync stopped");
+    grpc_result.map_err(RunError::from)
+}

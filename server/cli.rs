@@ -1,0 +1,121 @@
+//! The `capydb-auth-sync` command line: `serve` (default), `rotate-keys`, `generate-key`.
+use clap::Parser;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, Listeners};
+use crate::config::{self, Cli, Command, Settings};
+use crate::crypto::Keyring;
+use crate::store::ControlStore;
+
+/// Entry point of the binary; returns the process exit code.
+pub async fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(&cli.opts.log_format);
+    let result = match cli.command.as_ref().unwrap_or(&Command::Serve) {
+        Command::Serve => serve(&cli).await,
+        Command::RotateKeys => rotate_keys(&cli).await,
+        Command::GenerateKey { id } => {
+            println!("{}", Keyring::generate_spec(id).expose_secret());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {message}");
+            1
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower=warn,hyper=warn,h2=warn,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn settings(cli: &Cli) -> Result<(Settings, Option<crate::dev::DevSetup>), String> {
+    let dev = if cli.opts.dev { Some(crate::dev::prepare(&cli.opts).await.map_err(|e| e.to_string())?) } else { None };
+    let settings = Settings::from_options(&cli.opts, dev.as_ref().map(|d| &d.defaults)).map_err(|e| e.to_string())?;
+    Ok((settings, dev))
+}
+
+async fn serve(cli: &Cli) -> Result<(), String> {
+    let o = &cli.opts;
+    let metrics_addr = config::metrics_addr(o).map_err(|e| e.to_string())?;
+    if o.dev {
+        let all = [Some(o.grpc_addr), Some(o.http_addr), metrics_addr];
+        if all.iter().flatten().any(|a| !a.ip().is_loopback()) {
+            return Err("dev mode binds loopback addresses only (127.0.0.1 / ::1)".into());
+        }
+    }
+    let (settings, dev) = settings(cli).await?;
+    let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+    };
+    let grpc = bind(o.grpc_addr, "gRPC").await?;
+    let http = bind(o.http_addr, "webhooks").await?;
+    let metrics = match metrics_addr {
+        Some(a) => Some(bind(a, "metrics").await?),
+        None => None,
+    };
+    if let Some(dev) = &dev {
+        print_dev_banner(o, dev);
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    app::run(settings, Listeners { grpc, http, metrics }, shutdown).await.map_err(|e| e.to_string())
+}
+
+async fn signal_shutdown(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; draining");
+    token.cancel();
+}
+
+async fn rotate_keys(cli: &Cli) -> Result<(), String> {
+    let (settings, _) = settings(cli).await?;
+    let store = ControlStore::connect(settings.control_database_url.expose_secret(), 2).await.map_err(|e| e.to_string())?;
+    let n = crate::integrations::rotate_keys(&store, &settings.keyring).await.map_err(|e| e.to_string())?;
+    println!("re-encrypted the secrets of {n} integration(s) with key `{}`", settings.keyring.active_key_id());
+    Ok(())
+}
+
+fn print_dev_banner(o: &config::ServeOptions, dev: &crate::dev::DevSetup) {
+    let token = dev.defaults.admin_token.expose_secret();
+    let g = o.grpc_addr;
+    let project_db = if dev.example_project_url.is_empty() { "postgres://…/yourdb".to_string() } else { dev.example_project_url.clone() };
+    // The dev token is printed on purpose: it exists only on this machine, for this folder.
+    println!(
+        "\ncapydb-auth-sync dev mode\n\
+         \x20 gRPC      {g}   (reflection on: grpcurl -plaintext {g} list)\n\
+         \x20 webhooks  http://{http}\n\
+         \x20 metrics   {metrics}\n\
+         \x20 dev token {token}   (kept in {dir}/admin-token)\n\
+         \x20 example project database: {project_db}\n\n\
+         Try:\n\
+         \x20 export CAPYDB_AUTH_SYNC_ADMIN_TOKEN={token}\n\
+         \x20 grpcurl -plaintext -H \"authorization: Bearer $CAPYDB_AUTH_SYNC_ADMIN_TOKEN\" -d '{{\"project_id\":\"demo\",\"provider\":\"PROVIDER_CLERK\",\"database_url\":\"{project_db}\",\"credentials\":{{\"webhook_signing_secret\":\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}}}}' {g} capydb.auth_sync.v1.AuthSyncService/ConfigureIntegration\n\
+         \x20 cargo run -p capydb-auth-sync-client -- status demo\n",
+        http = o.http_addr,
+        metrics = if o.metrics_addr.is_empty() { "off".to_string() } else { format!("http://{}/metrics", o.metrics_addr) },
+        dir = o.dev_dir.display(),
+    );
+}

@@ -1,0 +1,313 @@
+//! Configuration: every setting is a flag with a `CAPYDB_AUTH_SYNC_*` environment variable,
+//! validated once at start-up into [`Settings`], which the rest of the service receives.
+//! Outside dev mode the service refuses to start without master keys and admin tokens.
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::crypto::Keyring;
+use crate::project_db::ProjectDbSettings;
+
+#[derive(Debug, Parser)]
+#[command(name = "capydb-auth-sync", version, about = "Mirrors auth-provider users into capydb_auth.users")]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: ServeOptions,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API and the webhook receiver (the default).
+    Serve,
+    /// Re-encrypt every stored secret with the active (first) master key.
+    RotateKeys,
+    /// Print a new random master key in `id:base64` form.
+    GenerateKey {
+        /// The key id to print.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeOptions {
+    /// Dev mode: local Postgres (or a throwaway cluster), generated key and token kept in
+    /// --dev-dir, loopback only.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_DEV", global = true)]
+    pub dev: bool,
+    /// Where dev mode keeps its key, token and throwaway cluster.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_DEV_DIR", default_value = ".capydb-dev", global = true)]
+    pub dev_dir: PathBuf,
+    /// The service's own control database.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// gRPC listener (API, health, reflection).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Public webhook listener.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Prometheus metrics listener (`/metrics`); empty disables it.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Base of the webhook URLs shown to users.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", default_value = "https://capydb.dev")]
+    pub public_base_url: String,
+    /// Master keys `id:base64key,…` (32-byte keys); the first encrypts, all decrypt.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_MASTER_KEYS", hide_env_values = true, global = true)]
+    pub master_keys: Option<String>,
+    /// Admin bearer tokens, comma-separated (several allow rotation).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_ADMIN_TOKENS", hide_env_values = true)]
+    pub admin_tokens: Option<String>,
+    /// Clerk Backend API base URL.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CLERK_API_URL", default_value = "https://api.clerk.com")]
+    pub clerk_api_url: String,
+    /// Clerk requests per 10 s for development keys (sk_test_).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CLERK_RATE_LIMIT_TEST", default_value_t = 100)]
+    pub clerk_rate_limit_test: u32,
+    /// Clerk requests per 10 s for production keys (sk_live_).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CLERK_RATE_LIMIT_LIVE", default_value_t = 1000)]
+    pub clerk_rate_limit_live: u32,
+    /// Users per Clerk page (1–500).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CLERK_PAGE_SIZE", default_value_t = 500)]
+    pub clerk_page_size: u32,
+    /// Timeout of one Clerk API request, in seconds.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CLERK_TIMEOUT_SECS", default_value_t = 30)]
+    pub clerk_timeout_secs: u64,
+    /// Largest accepted webhook body, in bytes.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_WEBHOOK_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub webhook_body_limit: usize,
+    /// Deadline of one webhook delivery, in milliseconds (Svix gives up after 15 s).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+    /// Statement timeout on project databases, in milliseconds.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub project_statement_timeout_ms: u64,
+    /// Connect / pool wait timeout for project databases, in milliseconds.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_CONNECT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub project_connect_timeout_ms: u64,
+    /// Connections per project database pool.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_POOL_SIZE", default_value_t = 4)]
+    pub project_pool_size: usize,
+    /// Project pools kept open at once (least recently used are closed beyond this).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_MAX_POOLS", default_value_t = 256)]
+    pub project_max_pools: usize,
+    /// Connections to the control database.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_CONTROL_POOL_SIZE", default_value_t = 16)]
+    pub control_pool_size: usize,
+    /// Backfill lease length in seconds; a crashed replica's job resumes after this.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_BACKFILL_LEASE_SECS", default_value_t = 30)]
+    pub backfill_lease_secs: u64,
+    /// Deadline of one gRPC request, in seconds (streams excepted).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TIMEOUT_SECS", default_value_t = 60)]
+    pub grpc_timeout_secs: u64,
+    /// gRPC requests served at once.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_CONCURRENCY", default_value_t = 256)]
+    pub grpc_concurrency: usize,
+    /// How long shutdown waits for in-flight work, in seconds.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    /// Log format: `text` or `json`. Level via RUST_LOG (default info).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Clerk API client settings.
+#[derive(Debug, Clone)]
+pub struct ClerkSettings {
+    pub api_url: String,
+    pub timeout: Duration,
+    pub rate_limit_test: u32,
+    pub rate_limit_live: u32,
+    pub rate_window: Duration,
+    pub page_size: u32,
+    /// Base delay of the exponential backoff on 5xx and timeouts.
+    pub retry_base: Duration,
+    /// Attempts per request before the job fails.
+    pub max_attempts: u32,
+}
+
+/// Backfill runner settings.
+#[derive(Debug, Clone)]
+pub struct BackfillSettings {
+    pub lease_ttl: Duration,
+    /// How often a replica looks for queued jobs and expired leases.
+    pub poll_interval: Duration,
+    /// How often WatchBackfill reads the job.
+    pub watch_interval: Duration,
+}
+
+/// Everything the running service needs, validated.
+#[derive(Clone)]
+pub struct Settings {
+    pub control_database_url: SecretString,
+    pub public_base_url: String,
+    pub keyring: Arc<Keyring>,
+    pub admin_tokens: Vec<SecretString>,
+    pub clerk: ClerkSettings,
+    pub backfill: BackfillSettings,
+    pub project_db: ProjectDbSettings,
+    pub webhook_body_limit: usize,
+    pub webhook_timeout: Duration,
+    pub grpc_timeout: Duration,
+    pub grpc_concurrency: usize,
+    pub control_pool_size: usize,
+    pub shutdown_grace: Duration,
+    /// Identifies this replica in backfill leases.
+    pub instance_id: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("public_base_url", &self.public_base_url)
+            .field("keyring", &self.keyring)
+            .field("admin_tokens", &format!("{} token(s)", self.admin_tokens.len()))
+            .field("clerk", &self.clerk)
+            .field("backfill", &self.backfill)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Settings with every default, for the given control database, keyring and tokens.
+    pub fn new(control_database_url: SecretString, keyring: Keyring, admin_tokens: Vec<SecretString>) -> Self {
+        Settings {
+            control_database_url,
+            public_base_url: "https://capydb.dev".into(),
+            keyring: Arc::new(keyring),
+            admin_tokens,
+            clerk: ClerkSettings {
+                api_url: "https://api.clerk.com".into(),
+                timeout: Duration::from_secs(30),
+                rate_limit_test: 100,
+                rate_limit_live: 1000,
+                rate_window: Duration::from_secs(10),
+                page_size: 500,
+                retry_base: Duration::from_millis(500),
+                max_attempts: 8,
+            },
+            backfill: BackfillSettings {
+                lease_ttl: Duration::from_secs(30),
+                poll_interval: Duration::from_secs(5),
+                watch_interval: Duration::from_millis(500),
+            },
+            project_db: ProjectDbSettings::default(),
+            webhook_body_limit: 1024 * 1024,
+            webhook_timeout: Duration::from_secs(10),
+            grpc_timeout: Duration::from_secs(60),
+            grpc_concurrency: 256,
+            control_pool_size: 16,
+            shutdown_grace: Duration::from_secs(20),
+            instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Validates flags/env (dev mode fills the control database, key and token first).
+    pub fn from_options(o: &ServeOptions, dev: Option<&DevDefaults>) -> Result<Self, ConfigError> {
+        let url = o
+            .database_url
+            .clone()
+            .or_else(|| dev.map(|d| d.database_url.clone()))
+            .ok_or_else(|| invalid("no control database: set CAPYDB_AUTH_SYNC_DATABASE_URL (or --database-url), or run with --dev"))?;
+        let keys = o
+            .master_keys
+            .clone()
+            .or_else(|| dev.map(|d| d.master_keys.expose_secret().to_string()))
+            .ok_or_else(|| {
+                invalid("no master key: set CAPYDB_AUTH_SYNC_MASTER_KEYS to `id:base64key` (make one with `capydb-auth-sync generate-key`), or run with --dev")
+            })?;
+        let keyring = Keyring::parse(&SecretString::from(keys)).map_err(|e| invalid(format!("CAPYDB_AUTH_SYNC_MASTER_KEYS: {e}")))?;
+        let tokens_raw = o
+            .admin_tokens
+            .clone()
+            .or_else(|| dev.map(|d| d.admin_token.expose_secret().to_string()))
+            .ok_or_else(|| invalid("no admin token: set CAPYDB_AUTH_SYNC_ADMIN_TOKENS (comma-separated), or run with --dev"))?;
+        let tokens: Vec<SecretString> = tokens_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| SecretString::from(t.to_string()))
+            .collect();
+        if tokens.is_empty() {
+            return Err(invalid("CAPYDB_AUTH_SYNC_ADMIN_TOKENS holds no token"));
+        }
+        if tokens.iter().any(|t| t.expose_secret().len() < 16) {
+            return Err(invalid("every admin token must be at least 16 characters"));
+        }
+        if !(1..=500).contains(&o.clerk_page_size) {
+            return Err(invalid("CAPYDB_AUTH_SYNC_CLERK_PAGE_SIZE must be 1–500 (Clerk ignores larger limits)"));
+        }
+        if o.clerk_rate_limit_test == 0 || o.clerk_rate_limit_live == 0 {
+            return Err(invalid("Clerk rate limits must be positive"));
+        }
+        for (name, value) in [("CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", &o.public_base_url), ("CAPYDB_AUTH_SYNC_CLERK_API_URL", &o.clerk_api_url)] {
+            if !(value.starts_with("http://") || value.starts_with("https://")) {
+                return Err(invalid(format!("{name} must be an http(s) URL")));
+            }
+        }
+        if o.webhook_timeout_ms == 0 || o.webhook_timeout_ms > 14_000 {
+            return Err(invalid("CAPYDB_AUTH_SYNC_WEBHOOK_TIMEOUT_MS must be 1–14000 (Svix gives up after 15 s)"));
+        }
+        let mut s = Settings::new(SecretString::from(url), keyring, tokens);
+        s.public_base_url = o.public_base_url.trim_end_matches('/').to_string();
+        s.clerk.api_url = o.clerk_api_url.trim_end_matches('/').to_string();
+        s.clerk.rate_limit_test = o.clerk_rate_limit_test;
+        s.clerk.rate_limit_live = o.clerk_rate_limit_live;
+        s.clerk.page_size = o.clerk_page_size;
+        s.clerk.timeout = Duration::from_secs(o.clerk_timeout_secs.max(1));
+        s.webhook_body_limit = o.webhook_body_limit;
+        s.webhook_timeout = Duration::from_millis(o.webhook_timeout_ms);
+        s.project_db = ProjectDbSettings {
+            pool_size: o.project_pool_size.max(1),
+            max_pools: o.project_max_pools.max(1),
+            connect_timeout: Duration::from_millis(o.project_connect_timeout_ms.max(100)),
+            statement_timeout: Duration::from_millis(o.project_statement_timeout_ms.max(100)),
+        };
+        s.control_pool_size = o.control_pool_size.max(2);
+        s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
+        s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
+        s.grpc_concurrency = o.grpc_concurrency.max(1);
+        s.shutdown_grace = Duration::from_secs(o.shutdown_grace_secs);
+        Ok(s)
+    }
+}
+
+/// What dev mode supplies when nothing is configured.
+pub struct DevDefaults {
+    pub database_url: String,
+    pub master_keys: SecretString,
+    pub admin_token: SecretString,
+}
+
+/// Parses `METRICS_ADDR` (empty = disabled).
+pub fn metrics_addr(o: &ServeOptions) -> Result<Option<SocketAddr>, ConfigError> {
+    if o.metrics_addr.trim().is_empty() {
+        return Ok(None);
+    }
+    o.metrics_addr.parse().map(Some).map_err(|_| invalid("CAPYDB_AUTH_SYNC_METRICS_ADDR must be host:port"))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "replica".into())
+}

@@ -1,0 +1,162 @@
+//! Protobuf ↔ domain conversions. No logic beyond naming; secrets never pass through here
+//! (rows hold ciphertexts, and only hints and flags are mapped).
+use chrono::{DateTime, Utc};
+
+use crate::integrations::StatusReport;
+use crate::pb;
+use crate::providers::ProviderKind;
+use crate::store::{IntegrationRow, JobRow, JobState, WebhookStatsRow};
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// `PROVIDER_UNSPECIFIED` → None; unknown numbers → Err.
+pub fn provider_from_proto(value: i32) -> Result<Option<ProviderKind>, ()> {
+    match pb::Provider::try_from(value) {
+        Ok(pb::Provider::Unspecified) => Ok(None),
+        Ok(pb::Provider::Clerk) => Ok(Some(ProviderKind::Clerk)),
+        Ok(pb::Provider::Auth0) => Ok(Some(ProviderKind::Auth0)),
+        Ok(pb::Provider::BetterAuth) => Ok(Some(ProviderKind::BetterAuth)),
+        Err(_) => Err(()),
+    }
+}
+
+pub fn provider_to_proto(name: &str) -> pb::Provider {
+    match ProviderKind::from_name(name) {
+        Some(ProviderKind::Clerk) => pb::Provider::Clerk,
+        Some(ProviderKind::Auth0) => pb::Provider::Auth0,
+        Some(ProviderKind::BetterAuth) => pb::Provider::BetterAuth,
+        None => pb::Provider::Unspecified,
+    }
+}
+
+pub fn job_state(s: JobState) -> pb::BackfillState {
+    match s {
+        JobState::Queued => pb::BackfillState::Queued,
+        JobState::Running => pb::BackfillState::Running,
+        JobState::Succeeded => pb::BackfillState::Succeeded,
+        JobState::Failed => pb::BackfillState::Failed,
+        JobState::Cancelled => pb::BackfillState::Cancelled,
+    }
+}
+
+pub fn mode(row: &IntegrationRow) -> pb::SyncMode {
+    let webhook_only = ProviderKind::from_name(&row.provider).map(|p| !p.supports_backfill()).unwrap_or(false);
+    if row.webhook_secret_enc.is_some() || webhook_only {
+        pb::SyncMode::Live
+    } else {
+        pb::SyncMode::BackfillOnly
+    }
+}
+
+/// The state shown for an integration, given its active and last finished jobs.
+pub fn integration_state(active: Option<&JobRow>, last: Option<&JobRow>) -> pb::IntegrationState {
+    if active.is_some() {
+        pb::IntegrationState::Backfilling
+    } else if last.map(|j| j.state == JobState::Failed).unwrap_or(false) {
+        pb::IntegrationState::NeedsAttention
+    } else {
+        pb::IntegrationState::Active
+    }
+}
+
+pub fn integration(row: &IntegrationRow, state: pb::IntegrationState, public_base_url: &str) -> pb::Integration {
+    let provider = ProviderKind::from_name(&row.provider);
+    let has_credentials = match provider {
+        Some(ProviderKind::Clerk) => row.secret_key_enc.is_some(),
+        _ => row.webhook_secret_enc.is_some(),
+    };
+    let segment = provider.map(ProviderKind::path_segment).unwrap_or("unknown");
+    pb::Integration {
+        id: row.id.clone(),
+        project_id: row.project_id.clone(),
+        provider: provider_to_proto(&row.provider) as i32,
+        state: state as i32,
+        has_credentials,
+        has_webhook_secret: row.webhook_secret_enc.is_some(),
+        secret_key_hint: row.secret_key_hint.clone().unwrap_or_default(),
+        webhook_receiver: format!("{public_base_url}/api/capydb/v1/integrations/{segment}/webhook/{}", row.project_id),
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+        database_target: row.database_target.clone(),
+        mode: mode(row) as i32,
+    }
+}
+
+pub fn job(j: &JobRow) -> pb::BackfillJob {
+    pb::BackfillJob {
+        id: j.id.clone(),
+        project_id: j.project_id.clone(),
+        state: job_state(j.state) as i32,
+        pages: j.pages,
+        users_fetched: j.users_fetched,
+        users_written: j.users_written,
+        users_stale: j.users_stale,
+        deletions_reconciled: j.deletions_reconciled,
+        started_at: j.started_at.map(timestamp),
+        finished_at: j.finished_at.map(timestamp),
+        error: j.error.clone().unwrap_or_default(),
+        provider: provider_to_proto(&j.provider) as i32,
+        users_expected: j.users_expected,
+        created_at: Some(timestamp(j.created_at)),
+        updated_at: Some(timestamp(j.updated_at)),
+        resumes: j.resumes,
+    }
+}
+
+pub fn webhooks(w: &WebhookStatsRow) -> pb::WebhookStats {
+    pb::WebhookStats {
+        applied: w.applied,
+        ignored_stale: w.ignored_stale,
+        ignored_duplicate: w.ignored_duplicate,
+        ignored_unhandled: w.ignored_unhandled,
+        rejected: w.rejected,
+        malformed: w.malformed,
+        last_event_at: w.last_event_at.map(timestamp),
+        last_error: w.last_error.clone().unwrap_or_default(),
+        last_error_at: w.last_error_at.map(timestamp),
+        unavailable: w.unavailable,
+    }
+}
+
+pub fn status(r: &StatusReport, public_base_url: &str) -> pb::SyncStatus {
+    let state = integration_state(r.current.as_ref(), r.last.as_ref());
+    let mode = mode(&r.integration);
+    pb::SyncStatus {
+        integration: Some(integration(&r.integration, state, public_base_url)),
+        mode: mode as i32,
+        verdict: verdict(r, mode),
+        current_backfill: r.current.as_ref().map(job),
+        last_backfill: r.last.as_ref().map(job),
+        webhooks: Some(webhooks(&r.webhooks)),
+        users_total: r.users_total,
+        users_deleted: r.users_deleted,
+        database_error: r.database_error.clone().unwrap_or_default(),
+    }
+}
+
+/// One sentence an operator can act on.
+fn verdict(r: &StatusReport, mode: pb::SyncMode) -> String {
+    if let Some(e) = &r.database_error {
+        return format!("needs attention: the project database cannot be read ({e})");
+    }
+    if let Some(j) = &r.current {
+        let of = if j.users_expected > 0 { format!(" of ~{}", j.users_expected) } else { String::new() };
+        return format!("backfilling: {} users fetched{of}, {} written", j.users_fetched, j.users_written);
+    }
+    if let Some(j) = r.last.as_ref().filter(|j| j.state == JobState::Failed) {
+        return format!("needs attention: the last backfill failed: {}", j.error.as_deref().unwrap_or("unknown error"));
+    }
+    match mode {
+        pb::SyncMode::BackfillOnly => {
+            "backfill-only: no webhook signing secret, so changes in Clerk reach the table only when a backfill runs; \
+             add credentials.webhook_signing_secret to go live"
+                .to_string()
+        }
+        _ => match r.webhooks.last_event_at {
+            Some(t) => format!("healthy: live, last event at {}", t.to_rfc3339()),
+            None => "healthy: live, waiting for the first webhook event".to_string(),
+        },
+    }
+}

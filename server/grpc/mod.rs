@@ -1,0 +1,71 @@
+//! The gRPC surface: `AuthSyncService` behind bearer-token auth, plus health and reflection
+//! (no token) on the same port, with request timeout and concurrency limit layers.
+pub mod auth;
+mod error;
+pub mod mapping;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::app::AppState;
+use crate::pb::auth_sync_service_server::AuthSyncServiceServer;
+pub use service::GrpcService;
+
+/// Serves until `shutdown`; then health turns NOT_SERVING, the listener closes, and in-flight
+/// calls get up to `grace` to finish.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthSyncServiceServer<GrpcService>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor set is valid");
+
+    let auth = auth::AdminAuth::new(&state.settings.admin_tokens);
+    let api = AuthSyncServiceServer::with_interceptor(GrpcService::new(state.clone()), move |req| auth.check(req));
+
+    let signal = {
+        let shutdown = shutdown.clone();
+        let health = health.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.set_not_serving::<AuthSyncServiceServer<GrpcService>>().await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .timeout(state.settings.grpc_timeout)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.settings.grpc_concurrency))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("gRPC calls still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The integration lifecycle behind the gRPC API: configure (validate, create the users
+//! table, check the Clerk key, encrypt, store, start the first backfill), resolve, list,
+//! delete, status. Protocol-free: the gRPC layer maps these types to and from protobuf.
+use secrecy::SecretString;
+
+use crate::app::AppState;
+use crate::backfill::ClerkApiError;
+use crate::domain::{ClerkSecretKey, FieldViolation, ProjectId, WebhookSecret};
+use crate::project_db::{ProjectDbError, ProjectDbTarget};
+use crate::providers::ProviderKind;
+use crate::store::integrations::fields;
+use crate::store::{IntegrationRow, JobRow, StoreError, WebhookStatsRow};
+use crate::users::schema::{ensure_users_table, SchemaError};
+
+/// Errors of the control API, mapped once to `tonic::Status` in `grpc::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logged with context; answered opaquely.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable(format!("control database unavailable: {m}")),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(e: crate::crypto::CryptoError) -> Self {
+        ApiError::Internal(format!("stored credentials: {e}"))
+    }
+}
+
+impl From<ProjectDbError> for ApiError {
+    fn from(e: ProjectDbError) -> Self {
+        match e {
+            ProjectDbError::InvalidUrl(m) => ApiError::InvalidArgument(vec![FieldViolation::new("database_url", m)]),
+            ProjectDbError::Unavailable(m) => ApiError::Unavailable(format!("project database unreachable: {m}")),
+            ProjectDbError::Query(m) => ApiError::FailedPrecondition(format!("project database refused: {m}")),
+        }
+    }
+}
+
+impl From<SchemaError> for ApiError {
+    fn from(e: SchemaError) -> Self {
+        match e {
+            SchemaError::WrongShape(m) => ApiError::FailedPrecondition(format!(
+                "capydb_auth.users already exists with a different shape ({m}); rename or drop it, then configure again"
+            )),
+            SchemaError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// A ConfigureIntegration request after protocol decoding; empty strings mean "keep".
+pub struct ConfigureInput {
+    pub project_id: String,
+    pub provider: Option<ProviderKind>,
+    pub database_url: String,
+    pub secret_key: String,
+    pub webhook_secret: String,
+}
+
+/// Everything GetSyncStatus reports.
+pub struct StatusReport {
+    pub integration: IntegrationRow,
+    pub current: Option<JobRow>,
+    pub last: Option<JobRow>,
+    pub webhooks: WebhookStatsRow,
+    pub users_total: i64,
+    pub users_deleted: i64,
+    pub database_error: Option<String>,
+}
+
+fn violation(field: &'static str, msg: &str) -> ApiError {
+    ApiError::InvalidArgument(vec![FieldViolation::new(field, msg)])
+}
+
+/// Creates or updates an integration. See the module docs for the steps.
+pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<IntegrationRow, ApiError> {
+    let mut violations = Vec::new();
+    let project = ProjectId::parse(&input.project_id).map_err(|v| violations.push(v)).ok();
+    let provider = input.provider;
+    if provider.is_none() {
+        violations.push(FieldViolation::new("provider", "must be PROVIDER_CLERK, PROVIDER_AUTH0 or PROVIDER_BETTER_AUTH"));
+    }
+    let target = if input.database_url.is_empty() {
+        None
+    } else {
+        match ProjectDbTarget::parse(&SecretString::from(input.database_url.clone())) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                violations.push(FieldViolation::new("database_url", e.to_string()));
+                None
+            }
+        }
+    };
+    let secret_key = match (provider, input.secret_key.is_empty()) {
+        (_, true) => None,
+        (Some(ProviderKind::Clerk), false) => ClerkSecretKey::parse(&input.secret_key).map_err(|v| violations.push(v)).ok(),
+        (Some(p), false) => {
+            violations.push(FieldViolation::new(
+                "credentials.secret_key",
+                format!("{p} is webhook-only and takes no secret key; set credentials.webhook_signing_secret"),
+            ));
+            None
+        }
+        (None, false) => None,
+    };
+    let webhook_secret = match (provider, input.webhook_secret.is_empty()) {
+        (Some(p), false) => WebhookSecret::parse(p, &input.webhook_secret).map_err(|v| violations.push(v)).ok(),
+        _ => None,
+    };
+    if !violations.is_empty() {
+        return Err(ApiError::InvalidArgument(violations));
+    }
+    let (project, provider) = (project.expect("validated"), provider.expect("validated"));
+    let existing = state.store.get_integration(project.as_str(), provider.name()).await?;
+
+    // Merge: empty fields keep the stored value; the first configuration needs the basics.
+    if existing.is_none() {
+        if target.is_none() {
+            return Err(violation("database_url", "required when the integration is first configured"));
+        }
+        match provider {
+            ProviderKind::Clerk if secret_key.is_none() && webhook_secret.is_none() => {
+                return Err(violation(
+                    "credentials.secret_key",
+                    "a Clerk integration needs a secret key (backfill) and/or a webhook signing secret (live sync)",
+                ));
+            }
+            ProviderKind::Auth0 | ProviderKind::BetterAuth if webhook_secret.is_none() => {
+                return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
+            }
+            _ => {}
+        }
+    }
+    let keyring = &state.settings.keyring;
+    let id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| format!("int_{}", uuid::Uuid::new_v4().simple()));
+    let mut row = existing.clone().unwrap_or_else(|| IntegrationRow {
+        id: id.clone(),
+        project_id: project.as_str().to_string(),
+        provider: provider.name().to_string(),
+        database_url_enc: String::new(),
+        secret_key_enc: None,
+        webhook_secret_enc: None,
+        secret_key_hint: None,
+        database_target: String::new(),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    });
+    let database_url = match &target {
+        Some(t) => {
+            row.database_target = t.display.clone();
+            let url = SecretString::from(input.database_url.clone());
+            row.database_url_enc = keyring.encrypt(&url, row.secret_context(fields::DATABASE_URL));
+            url
+        }
+        None => row.database_url(keyring)?,
+    };
+
+    // The project database: reachable, and the table there (or created) with the SPEC shape.
+    let pool = state.pools.pool(&row.id, &database_url)?;
+    let mut client = pool.get().await.map_err(ProjectDbError::from)?;
+    ensure_users_table(&mut client).await?;
+    drop(client);
+
+    if let Some(key) = &secret_key {
+        state.clerk.client(key.secret().clone()).verify_key().await.map_err(|e| match e {
+            ClerkApiError::KeyRejected { .. } => violation(
+                "credentials.secret_key",
+                "Clerk rejected this secret key (401); copy it again from the Clerk dashboard, API keys page",
+            ),
+            ClerkApiError::Unreachable { .. } => ApiError::Unavailable(format!("could not check the secret key with Clerk: {e}")),
+            ClerkApiError::Api { .. } => ApiError::FailedPrecondition(format!("Clerk refused the key check: {e}")),
+        })?;
+        row.secret_key_enc = Some(keyring.encrypt(key.secret(), row.secret_context(fields::SECRET_KEY)));
+        row.secret_key_hint = Some(key.hint());
+    }
+    if let Some(secret) = &webhook_secret {
+        row.webhook_secret_enc = Some(keyring.encrypt(secret.secret(), row.secret_context(fields::WEBHOOK_SECRET)));
+    }
+    let saved = state.store.save_integration(&row).await?;
+    tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = existing.is_none(), "integration configured");
+
+    // A new (or replaced) Clerk key starts a backfill: the initial fill, or a re-fill with
+    // the new instance's users.
+    if provider.supports_backfill() && secret_key.is_some() {
+        let (job, created) = state.backfills.start(&saved).await?;
+        tracing::info!(project_id = %saved.project_id, job_id = %job.id, created, "backfill queued");
+    }
+    Ok(saved)
+}
+
+/// Finds the integration a request names; `provider` may be omitted when the project has
+/// exactly one.
+pub async fn resolve(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<IntegrationRow, ApiError> {
+    let project = ProjectId::parse(project_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+    match provider {
+        Some(p) => state
+            .store
+            .get_integration(project.as_str(), p.name())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no {p} integration for project {}", project.as_str()))),
+        None => {
+            let mut all = state.store.list_integrations(Some(project.as_str())).await?;
+            match all.len() {
+                0 => Err(ApiError::NotFound(format!("no integration for project {}", project.as_str()))),
+                1 => Ok(all.remove(0)),
+                _ => Err(violation("provider", "the project has several integrations; name the provider")),
+            }
+        }
+    }
+}
+
+pub async fn list(state: &AppState, project_id: &str) -> Result<Vec<IntegrationRow>, ApiError> {
+    if project_id.is_empty() {
+        return Ok(state.store.list_integrations(None).await?);
+    }
+    let project = ProjectId::parse(project_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
+    Ok(state.store.list_integrations(Some(project.as_str())).await?)
+}
+
+/// Forgets the credentials and stops syncing (a running backfill loses its lease and
+/// stops); the table and its rows stay.
+pub async fn delete(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<IntegrationRow, ApiError> {
+    let row = resolve(state, project_id, provider).await?;
+    state.store.delete_integration(&row.id).await?;
+    state.pools.forget(&row.id);
+    tracing::info!(project_id = %row.project_id, provider = %row.provider, "integration deleted");
+    Ok(row)
+}
+
+/// Starts a backfill (or returns the active one).
+pub async fn run_backfill(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<JobRow, ApiError> {
+    let row = resolve(state, project_id, provider).await?;
+    let kind = ProviderKind::from_name(&row.provider).ok_or_else(|| ApiError::Internal("unknown stored provider".into()))?;
+    if !kind.supports_backfill() {
+        return Err(ApiError::FailedPrecondition(format!(
+            "{kind} is webhook-only: it has no API to backfill from; users arrive through webhooks"
+        )));
+    }
+    if row.secret_key_enc.is_none() {
+        return Err(ApiError::FailedPrecondition(
+            "this Clerk integration has no secret key; add credentials.secret_key with ConfigureIntegration first".into(),
+        ));
+    }
+    Ok(state.backfills.start(&row).await?.0)
+}
+
+/// The job WatchBackfill follows: the active one, else the most recent.
+pub async fn watched_job(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<JobRow, ApiError> {
+    let row = resolve(state, project_id, provider).await?;
+    if let Some(job) = state.store.active_job(&row.id).await? {
+        return Ok(job);
+    }
+    state
+        .store
+        .latest_job(&row.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("project {} has no backfill yet", row.project_id)))
+}
+
+pub async fn status(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<StatusReport, ApiError> {
+    let integration = resolve(state, project_id, provider).await?;
+    let current = state.store.active_job(&integration.id).await?;
+    let last = state.store.last_finished_job(&integration.id).await?;
+    let webhooks = state.store.webhook_stats(&integration.id).await?;
+    let (users_total, users_deleted, database_error) = match count_users(state, &integration).await {
+        Ok((t, d)) => (t, d, None),
+        Err(e) => (0, 0, Some(e.to_string())),
+    };
+    Ok(StatusReport { integration, current, last, webhooks, users_total, users_deleted, database_error })
+}
+
+async fn count_users(state: &AppState, row: &IntegrationRow) -> Result<(i64, i64), ApiError> {
+    let url = row.database_url(&state.settings.keyring)?;
+    let pool = state.pools.pool(&row.id, &url)?;
+    let client = pool.get().await.map_err(ProjectDbError::from)?;
+    let r = client
+        .query_one("SELECT count(*), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM capydb_auth.users", &[])
+        .await
+        .map_err(ProjectDbError::from)?;
+    Ok((r.get(0), r.get(1)))
+}
+
+/// Re-encrypts every stored secret with the active key (`capydb-auth-sync rotate-keys`).
+pub async fn rotate_keys(store: &crate::store::ControlStore, keyring: &crate::crypto::Keyring) -> Result<usize, ApiError> {
+    let n = store
+        .reencrypt_all(|row| {
+            let db = row.database_url(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
+            let sk = row.secret_key(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
+            let wh = row.webhook_secret(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
+            Ok((
+                keyring.encrypt(&db, row.secret_context(fields::DATABASE_URL)),
+                sk.map(|s| keyring.encrypt(&s, row.secret_context(fields::SECRET_KEY))),
+                wh.map(|s| keyring.encrypt(&s, row.secret_context(fields::WEBHOOK_SECRET))),
+            ))
+        })
+        .await?;
+    Ok(n)
+}

@@ -1,0 +1,40 @@
+//! capydb-auth-sync mirrors auth-provider users (Clerk, Auth0, Better Auth) into
+//! `capydb_auth.users` in each customer's own Postgres database.
+//!
+//! Module map, outside in:
+//! - `cli`, `config`, `dev`, `app`: command line, validated settings, dev mode, startup and
+//!   graceful shutdown;
+//! - `grpc`: the control API (thin: auth, mapping, one error mapping);
+//! - `webhook`: the public HTTP listener (limits, routing, status codes);
+//! - `integrations`: the integration lifecycle behind the API; `domain`: validated input;
+//! - `providers`: per-provider webhook verification and parsing into [`users::UserChange`];
+//! - `users`: the provider-neutral record, the table schema, and the writer that owns the
+//!   merge rules (webhooks and backfill both write through it);
+//! - `backfill`: Clerk Backend API client, paging cursor, job runner with leases;
+//! - `store`: the control database (integrations, counters, jobs, migrations);
+//! - `project_db`: pools to customers' databases; `crypto`: secrets at rest;
+//! - `metrics`, `local_postgres`: Prometheus exporter; a Postgres for dev mode and tests.
+pub mod app;
+pub mod backfill;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod dev;
+pub mod domain;
+pub mod grpc;
+pub mod integrations;
+pub mod local_postgres;
+pub mod metrics;
+pub mod project_db;
+pub mod providers;
+pub mod store;
+pub mod users;
+pub mod webhook;
+
+/// Generated protobuf and gRPC server code.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("capydb.auth_sync.v1");
+    /// Served by the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_sync_descriptor");
+}

@@ -1,0 +1,70 @@
+//! Prometheus metrics on their own listener (`METRICS_ADDR`), never on the public one.
+//! The recorder is process-wide (the `metrics` facade has one global recorder), installed
+//! once; several in-process servers (tests) share it.
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first call; returns the handle that renders the metrics.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("capydb_auth_sync_webhook_duration_seconds".into()),
+                    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("static bucket list is non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; metrics will not be exported");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("capydb_auth_sync_webhook_deliveries_total", "Webhook deliveries by provider and outcome");
+    metrics::describe_histogram!("capydb_auth_sync_webhook_duration_seconds", "Time to answer a webhook delivery");
+    metrics::describe_counter!("capydb_auth_sync_backfill_users_total", "Users fetched from and written by backfills");
+    metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
+}
+
+/// Serves `GET /metrics` until shutdown.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken, kill: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = shutdown.cancelled() => return,
+            _ = kill.cancelled() => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let handle = handle.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        http::Response::builder()
+                            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                            .body(Full::new(Bytes::from(handle.render())))
+                    } else {
+                        http::Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found")))
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.expect("static response parts are valid"))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,298 @@
+//! Backfill jobs: state, counters, the checkpoint to resume from, and the lease that keeps one
+//! runner per job across replicas.
+//!
+//! A runner owns a job while `lease_owner` is its instance id and `lease_expires_at` is in the
+//! future; it renews the lease with every checkpoint and heartbeat. A job whose lease expired
+//! (the replica crashed or was killed) is claimable by anyone and resumes from `checkpoint`.
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use tokio_postgres::Row;
+
+use super::{ControlStore, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            _ => JobState::Cancelled,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub integration_id: String,
+    pub project_id: String,
+    pub provider: String,
+    pub state: JobState,
+    pub pages: i64,
+    pub users_fetched: i64,
+    pub users_written: i64,
+    pub users_stale: i64,
+    pub deletions_reconciled: i64,
+    pub users_expected: i64,
+    pub checkpoint: Option<serde_json::Value>,
+    pub pass_started_at: Option<DateTime<Utc>>,
+    pub resumes: i32,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What one committed page adds to a job's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobProgress {
+    pub pages: i64,
+    pub users_fetched: i64,
+    pub users_written: i64,
+    pub users_stale: i64,
+    pub deletions_reconciled: i64,
+}
+
+const COLUMNS: &str = "id, integration_id, project_id, provider, state, pages, users_fetched, users_written, \
+     users_stale, deletions_reconciled, users_expected, checkpoint, pass_started_at, resumes, error, created_at, \
+     started_at, finished_at, updated_at";
+
+fn job(r: &Row) -> JobRow {
+    JobRow {
+        id: r.get(0),
+        integration_id: r.get(1),
+        project_id: r.get(2),
+        provider: r.get(3),
+        state: JobState::parse(r.get(4)),
+        pages: r.get(5),
+        users_fetched: r.get(6),
+        users_written: r.get(7),
+        users_stale: r.get(8),
+        deletions_reconciled: r.get(9),
+        users_expected: r.get(10),
+        checkpoint: r.get(11),
+        pass_started_at: r.get(12),
+        resumes: r.get(13),
+        error: r.get(14),
+        created_at: r.get(15),
+        started_at: r.get(16),
+        finished_at: r.get(17),
+        updated_at: r.get(18),
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl ControlStore {
+    /// Queues a job for the integration, or returns the one already queued or running
+    /// (`false` = it already existed). Safe under concurrent callers on any replica.
+    pub async fn create_or_get_active_job(
+        &self,
+        integration_id: &str,
+        project_id: &str,
+        provider: &str,
+    ) -> Result<(JobRow, bool), StoreError> {
+        let c = self.client().await?;
+        let insert = format!(
+            "INSERT INTO capydb_auth_sync.backfill_jobs (id, integration_id, project_id, provider, state) \
+             VALUES ($1, $2, $3, $4, 'queued') \
+             ON CONFLICT (integration_id) WHERE state IN ('queued', 'running') DO NOTHING RETURNING {COLUMNS}"
+        );
+        let select = format!(
+            "SELECT {COLUMNS} FROM capydb_auth_sync.backfill_jobs \
+             WHERE integration_id = $1 AND state IN ('queued', 'running')"
+        );
+        // The active job can finish between the two statements; a few tries always settle.
+        for _ in 0..5 {
+            let id = format!("bf_{}", uuid::Uuid::new_v4().simple());
+            if let Some(r) = c.query_opt(&insert, &[&id, &integration_id, &project_id, &provider]).await? {
+                return Ok((job(&r), true));
+            }
+            if let Some(r) = c.query_opt(&select, &[&integration_id]).await? {
+                return Ok((job(&r), false));
+            }
+        }
+        Err(StoreError::Query("could not queue a backfill job: the active job kept changing".into()))
+    }
+
+    /// Takes the lease of a queued job, or of a running job whose lease expired (a resume).
+    /// `None` when someone else holds it or the job ended.
+    pub async fn claim_job(&self, job_id: &str, owner: &str, ttl: Duration) -> Result<Option<JobRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "UPDATE capydb_auth_sync.backfill_jobs SET \
+               resumes = resumes + CASE WHEN state = 'running' AND lease_owner IS DISTINCT FROM $2 THEN 1 ELSE 0 END, \
+               state = 'running', lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), \
+               started_at = COALESCE(started_at, now()), updated_at = now() \
+             WHERE id = $1 AND state IN ('queued', 'running') \
+               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_at < now()) \
+             RETURNING {COLUMNS}"
+        );
+        Ok(c.query_opt(&sql, &[&job_id, &owner, &secs(ttl)]).await?.map(|r| job(&r)))
+    }
+
+    /// Jobs that need a runner: queued without a live lease, or running with an expired one.
+    pub async fn claimable_jobs(&self) -> Result<Vec<String>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id FROM capydb_auth_sync.backfill_jobs \
+                 WHERE state IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < now()) \
+                 ORDER BY created_at LIMIT 100",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Records the pass start and the expected user count (first claim only).
+    pub async fn start_pass(&self, job_id: &str, owner: &str, pass_started_at: DateTime<Utc>, users_expected: i64) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE capydb_auth_sync.backfill_jobs SET pass_started_at = $3, users_expected = $4, updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                &[&job_id, &owner, &pass_started_at, &users_expected],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Adds one committed page's counters, stores the cursor to resume from and renews the
+    /// lease. `false` = the lease is lost (or the job was cancelled/deleted): stop.
+    pub async fn checkpoint_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        progress: JobProgress,
+        checkpoint: &serde_json::Value,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE capydb_auth_sync.backfill_jobs SET pages = pages + $3, users_fetched = users_fetched + $4, \
+                   users_written = users_written + $5, users_stale = users_stale + $6, \
+                   deletions_reconciled = deletions_reconciled + $7, checkpoint = $8, \
+                   lease_expires_at = now() + make_interval(secs => $9), updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                &[
+                    &job_id,
+                    &owner,
+                    &progress.pages,
+                    &progress.users_fetched,
+                    &progress.users_written,
+                    &progress.users_stale,
+                    &progress.deletions_reconciled,
+                    checkpoint,
+                    &secs(ttl),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Renews the lease. `false` = lost.
+    pub async fn heartbeat_job(&self, job_id: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE capydb_auth_sync.backfill_jobs SET lease_expires_at = now() + make_interval(secs => $3) \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                &[&job_id, &owner, &secs(ttl)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Ends the job (succeeded / failed / cancelled).
+    pub async fn finish_job(&self, job_id: &str, owner: &str, state: JobState, error: Option<&str>) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE capydb_auth_sync.backfill_jobs SET state = $3, error = $4, finished_at = now(), updated_at = now(), \
+                   lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+                &[&job_id, &owner, &state.as_str(), &error],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives the lease up without ending the job (graceful shutdown): another replica, or
+    /// this one after a restart, resumes it from its checkpoint at once.
+    pub async fn release_job(&self, job_id: &str, owner: &str) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE capydb_auth_sync.backfill_jobs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
+             WHERE id = $1 AND lease_owner = $2",
+            &[&job_id, &owner],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {COLUMNS} FROM capydb_auth_sync.backfill_jobs WHERE id = $1");
+        Ok(c.query_opt(&sql, &[&job_id]).await?.map(|r| job(&r)))
+    }
+
+    /// The queued or running job of an integration.
+    pub async fn active_job(&self, integration_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM capydb_auth_sync.backfill_jobs \
+             WHERE integration_id = $1 AND state IN ('queued', 'running')"
+        );
+        Ok(c.query_opt(&sql, &[&integration_id]).await?.map(|r| job(&r)))
+    }
+
+    /// The most recently created job that has ended.
+    pub async fn last_finished_job(&self, integration_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM capydb_auth_sync.backfill_jobs \
+             WHERE integration_id = $1 AND state IN ('succeeded', 'failed', 'cancelled') \
+             ORDER BY created_at DESC LIMIT 1"
+        );
+        Ok(c.query_opt(&sql, &[&integration_id]).await?.map(|r| job(&r)))
+    }
+
+    /// The most recently created job, whatever its state.
+    pub async fn latest_job(&self, integration_id: &str) -> Result<Option<JobRow>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM capydb_auth_sync.backfill_jobs WHERE integration_id = $1 \
+             ORDER BY created_at DESC LIMIT 1"
+        );
+        Ok(c.query_opt(&sql, &[&integration_id]).await?.map(|r| job(&r)))
+    }
+}

@@ -1,0 +1,106 @@
+//! The control store: the service's own Postgres database (schema `capydb_auth_sync`) with
+//! integrations, webhook counters and backfill jobs. Migrations are versioned (refinery) and
+//! applied at start-up under an advisory lock, so replicas starting together are safe.
+pub mod integrations;
+pub mod jobs;
+pub mod stats;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::time::Duration;
+
+pub use integrations::IntegrationRow;
+pub use jobs::{JobRow, JobState};
+pub use stats::{WebhookOutcome, WebhookStatsRow};
+
+mod embedded {
+    refinery::embed_migrations!("server/store/migrations");
+}
+
+/// Advisory lock key serialising migrations across replicas ("capydb_m" as ASCII).
+const MIGRATION_LOCK: i64 = 0x6361_7079_6462_5f6d;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The control database cannot be reached (or timed out); callers answer UNAVAILABLE/503.
+    #[error("control database unavailable: {0}")]
+    Unavailable(String),
+    #[error("control database error: {0}")]
+    Query(String),
+    #[error("control database migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.as_db_error().is_some() {
+            StoreError::Query(e.to_string())
+        } else {
+            StoreError::Unavailable(e.to_string())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Handle to the control database.
+#[derive(Clone)]
+pub struct ControlStore {
+    pool: Pool,
+}
+
+impl ControlStore {
+    /// Connects (lazily, pooled) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Unavailable(format!("bad control database URL: {e}")))?;
+        cfg.connect_timeout(Duration::from_secs(5));
+        cfg.application_name("capydb-auth-sync");
+        migrate(&cfg).await?;
+        let mgr = Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(ControlStore { pool })
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Is the control database reachable? (`/readyz`)
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+async fn migrate(cfg: &tokio_postgres::Config) -> Result<(), StoreError> {
+    let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(conn);
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = async {
+        client.batch_execute("CREATE SCHEMA IF NOT EXISTS capydb_auth_sync").await?;
+        embedded::migrations::runner()
+            .set_migration_table_name("capydb_auth_sync.schema_history")
+            .run_async(&mut client)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok::<_, StoreError>(())
+    }
+    .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    drop(client);
+    let _ = conn.await;
+    result
+}

@@ -1,0 +1,8 @@
+//! The `capydb_auth.users` table: the provider-neutral record and the one writer that
+//! enforces the merge rules (SPEC §2) for webhooks and backfill alike.
+pub mod record;
+pub mod schema;
+pub mod writer;
+
+pub use record::{UserChange, UserDeletion, UserRecord};
+pub use writer::{MergeOutcome, UsersWriter};

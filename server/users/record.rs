@@ -1,0 +1,48 @@
+//! The provider-neutral shape of a user, and of one change to the users table.
+//!
+//! Every provider module parses its payloads into these types; the writer
+//! (`users::writer`) is the only code that turns them into SQL.
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// One user as the provider last described it: the typed columns of `capydb_auth.users`
+/// derived from `raw`, plus `raw` itself, unmodified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+    /// The provider's user object, byte-for-byte semantics preserved (stored as jsonb).
+    pub raw: Value,
+}
+
+/// A deletion: the row is soft-deleted (or a tombstone inserted) and stays deleted forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserDeletion {
+    pub id: String,
+    pub deleted_at: DateTime<Utc>,
+    /// What the delete event carried (stored as `raw` only when no row exists yet).
+    pub raw: Value,
+}
+
+/// One change a delivery or a backfill page asks of the users table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserChange {
+    Upsert(UserRecord),
+    Delete(UserDeletion),
+}
+
+impl UserChange {
+    pub fn user_id(&self) -> &str {
+        match self {
+            UserChange::Upsert(r) => &r.id,
+            UserChange::Delete(d) => &d.id,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The public HTTP listener: webhook deliveries (`/api/capydb/v1/integrations/{provider}/webhook/{project}`),
+//! `/healthz` and `/readyz`. HTTP concerns only — limits, routing, status codes; verification
+//! and parsing belong to `providers`, writing to `users::writer`.
+mod delivery;
+pub mod error;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::providers::ProviderKind;
+use error::{json, WebhookError};
+
+const WEBHOOK_PREFIX: &str = "/api/capydb/v1/integrations/";
+
+/// Accepts connections until `shutdown`; then stops accepting and lets in-flight requests
+/// finish (up to `grace`).
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken, grace: Duration) {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("webhook requests still open after the shutdown grace period"),
+    }
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let response = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => match state.store.ping().await {
+            Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+            Err(e) => WebhookError::Unavailable(format!("control database unreachable: {e}")).into_response(),
+        },
+        (_, "/healthz") | (_, "/readyz") => WebhookError::MethodNotAllowed.into_response(),
+        _ => match parse_webhook_path(&path) {
+            Some((provider, project_id)) => {
+                if req.method() != Method::POST {
+                    WebhookError::MethodNotAllowed.into_response()
+                } else {
+                    delivery::deliver(&state, provider, project_id, req).await
+                }
+            }
+            None => WebhookError::NotFound("no such route".into()).into_response(),
+        },
+    };
+    Ok(response)
+}
+
+/// `/api/capydb/v1/integrations/{segment}/webhook/{project}` → (provider, project).
+/// An unknown provider segment is "no such route".
+fn parse_webhook_path(path: &str) -> Option<(ProviderKind, String)> {
+    let rest = path.strip_prefix(WEBHOOK_PREFIX)?;
+    let mut parts = rest.trim_end_matches('/').split('/');
+    let (segment, literal, project) = (parts.next()?, parts.next()?, parts.next()?);
+    if literal != "webhook" || parts.next().is_some() || project.is_empty() {
+        return None;
+    }
+    Some((ProviderKind::from_path_segment(segment)?, project.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_webhook_paths() {
+        assert_eq!(
+            parse_webhook_path("/api/capydb/v1/integrations/clerk/webhook/p1"),
+            Some((ProviderKind::Clerk, "p1".into()))
+        );
+        assert_eq!(
+            parse_webhook_path("/api/capydb/v1/integrations/better-auth/webhook/p1/"),
+            Some((ProviderKind::BetterAuth, "p1".into()))
+        );
+        assert_eq!(parse_webhook_path("/api/capydb/v1/integrations/better_auth/webhook/p1"), None);
+        assert_eq!(parse_webhook_path("/api/capydb/v1/integrations/clerk/webhook/"), None);
+        assert_eq!(parse_webhook_path("/api/capydb/v1/integrations/clerk/webhook/p1/x"), None);
+        assert_eq!(parse_webhook_path("/other"), None);
+    }
+}
