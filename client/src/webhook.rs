@@ -282,18 +282,18 @@ pub async fn post_signed(
     request: &SignedRequest,
     timeout: Duration,
 ) -> Result<WebhookResponse, WebhookSendError> {
-    let fail = |e: &dyn std::error::Error| WebhookSendError { url: url.to_string(), reason: chain(e) };
+    // The URL is already in the message; reqwest would repeat it.
+    let fail = |e: reqwest::Error| WebhookSendError { url: url.to_string(), reason: chain(&e.without_url()) };
     let http = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("capydb-auth-sync-admin/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| fail(&e))?;
-    let resp =
-        http.post(url).headers(request.header_map()).body(request.body.clone()).send().await.map_err(|e| fail(&e))?;
+        .map_err(fail)?;
+    let resp = http.post(url).headers(request.header_map()).body(request.body.clone()).send().await.map_err(fail)?;
     let status = resp.status().as_u16();
     let retry_after =
         resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let body = resp.text().await.map_err(|e| fail(&e))?;
+    let body = resp.text().await.map_err(fail)?;
     Ok(WebhookResponse { status, body, retry_after })
 }
 

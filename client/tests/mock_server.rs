@@ -46,11 +46,7 @@ impl Mock {
         self.0.lock().unwrap().calls.get(method).copied().unwrap_or(0)
     }
     fn fail(&self, method: &str, times: u32, code: Code) {
-        self.0
-            .lock()
-            .unwrap()
-            .fail
-            .insert(method.to_string(), (times, code));
+        self.0.lock().unwrap().fail.insert(method.to_string(), (times, code));
     }
     fn delay(&self, method: &str, d: Duration) {
         self.0.lock().unwrap().delay.insert(method.to_string(), d);
@@ -61,11 +57,7 @@ impl Mock {
 
     /// Common pre-processing: record, authenticate, injected failures and delays.
     async fn enter<T>(&self, method: &str, req: &tonic::Request<T>) -> Result<(), Status> {
-        let auth = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let auth = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
         let (failure, delay) = {
             let mut st = self.0.lock().unwrap();
             st.auth_headers.push(auth.clone());
@@ -101,13 +93,8 @@ fn integration(project: &str, provider: i32) -> Integration {
         has_credentials: true,
         has_webhook_secret: true,
         secret_key_hint: "sk_test_…a1b2".into(),
-        webhook_receiver: format!(
-            "https://capydb.dev/api/capydb/v1/integrations/clerk/webhook/{project}"
-        ),
-        created_at: Some(prost_types::Timestamp {
-            seconds: 1_717_000_000,
-            nanos: 0,
-        }),
+        webhook_receiver: format!("https://capydb.dev/api/capydb/v1/integrations/clerk/webhook/{project}"),
+        created_at: Some(prost_types::Timestamp { seconds: 1_717_000_000, nanos: 0 }),
         updated_at: None,
         database_target: "db:5432/app".into(),
         mode: SyncMode::Live as i32,
@@ -220,7 +207,8 @@ impl Service<http::Request<Body>> for Mock {
             "ListIntegrations" => unary(req, move |r: tonic::Request<ListIntegrationsRequest>| async move {
                 m.enter("ListIntegrations", &r).await?;
                 let p = r.into_inner().project_id;
-                let all = vec![integration("p1", Provider::Clerk as i32), integration("p2", Provider::BetterAuth as i32)];
+                let all =
+                    vec![integration("p1", Provider::Clerk as i32), integration("p2", Provider::BetterAuth as i32)];
                 let integrations = all.into_iter().filter(|i| p.is_empty() || i.project_id == p).collect();
                 Ok(tonic::Response::new(ListIntegrationsResponse { integrations }))
             }),
@@ -230,10 +218,13 @@ impl Service<http::Request<Body>> for Mock {
                 if r.project_id == "nope" {
                     return Err(not_found(&r.project_id));
                 }
-                Ok(tonic::Response::new(DeleteIntegrationResponse { integration: Some(integration(&r.project_id, Provider::Clerk as i32)) }))
+                Ok(tonic::Response::new(DeleteIntegrationResponse {
+                    integration: Some(integration(&r.project_id, Provider::Clerk as i32)),
+                }))
             }),
             "WatchBackfill" => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<BackfillJob, WatchBackfillRequest>::default());
+                let mut grpc =
+                    tonic::server::Grpc::new(tonic_prost::ProstCodec::<BackfillJob, WatchBackfillRequest>::default());
                 let svc = Once(Some(move |r: tonic::Request<WatchBackfillRequest>| async move {
                     m.enter("WatchBackfill", &r).await?;
                     let jobs = m.0.lock().unwrap().watch.clone();
@@ -291,10 +282,7 @@ async fn sends_bearer_token_and_maps_responses() {
             project_id: "p9".into(),
             provider: Provider::Clerk as i32,
             database_url: "postgres://u:pw@db/app".into(),
-            credentials: Some(Credentials {
-                secret_key: "sk_test_abc".into(),
-                webhook_signing_secret: String::new(),
-            }),
+            credentials: Some(Credentials { secret_key: "sk_test_abc".into(), webhook_signing_secret: String::new() }),
         })
         .await
         .unwrap();
@@ -354,10 +342,7 @@ async fn deadline_exceeded_is_retried_only_for_reads() {
     assert_eq!(mock.calls("RunBackfill"), 1);
 
     mock.fail("ConfigureIntegration", 1, Code::DeadlineExceeded);
-    let err = c
-        .configure_integration(ConfigureIntegrationRequest::default())
-        .await
-        .unwrap_err();
+    let err = c.configure_integration(ConfigureIntegrationRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert_eq!(mock.calls("ConfigureIntegration"), 1);
 }
@@ -389,11 +374,7 @@ async fn lazy_client_retries_until_the_server_is_up() {
     let svc = mock.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve(addr)
-            .await
-            .unwrap();
+        tonic::transport::Server::builder().add_service(svc).serve(addr).await.unwrap();
     });
     let list = c.list_integrations(None).await.unwrap();
     assert_eq!(list.len(), 2);
@@ -479,7 +460,13 @@ async fn cli_end_to_end() {
     assert!(err.starts_with("error: FAILED_PRECONDITION: auth0 is webhook-only"), "{err}");
 
     let (code, out, err) = run(&[
-        "configure", "p1", "--provider", "clerk", "--secret-key", "sk_test_zzz", "--database-url",
+        "configure",
+        "p1",
+        "--provider",
+        "clerk",
+        "--secret-key",
+        "sk_test_zzz",
+        "--database-url",
         "postgres://u:pw@db/app",
     ])
     .await

@@ -34,9 +34,10 @@ CREATE TABLE IF NOT EXISTS capydb_auth.users (
   deleted_at      timestamptz,
   raw             jsonb
 );
--- Backfill reconciliation scans by creation time.
-CREATE INDEX IF NOT EXISTS users_created_at_idx ON capydb_auth.users (created_at);
 ";
+
+/// Backfill reconciliation scans by creation time (created after the shape check).
+const INDEXES: &str = "CREATE INDEX IF NOT EXISTS users_created_at_idx ON capydb_auth.users (created_at)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -54,6 +55,7 @@ pub async fn ensure_users_table(client: &mut deadpool_postgres::Object) -> Resul
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('capydb_auth.users'))", &[]).await.map_err(ProjectDbError::from)?;
     tx.batch_execute(CREATE).await.map_err(ProjectDbError::from)?;
     check_shape(&tx).await?;
+    tx.batch_execute(INDEXES).await.map_err(ProjectDbError::from)?;
     tx.commit().await.map_err(ProjectDbError::from)?;
     Ok(())
 }

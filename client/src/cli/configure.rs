@@ -75,7 +75,7 @@ fn next_steps(provider: Provider, i: &Integration) -> String {
     } else {
         i.webhook_receiver.as_str()
     };
-    let mut text = String::new();
+    let mut text = String::from("\n");
     match provider {
         Provider::Clerk => {
             text.push_str(&format!(

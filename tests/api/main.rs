@@ -1,0 +1,4 @@
+//! Integration tests: the real server, real Postgres, the real client crate, real HTTP.
+mod helpers;
+
+mod lifecycle;
