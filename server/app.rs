@@ -41,12 +41,14 @@ pub enum RunError {
 /// back. If this future is dropped instead (abrupt stop), backfill runners stop dead at once
 /// and their leases expire — exactly what a crash looks like to the other replicas.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let store = ControlStore::connect(settings.control_database_url.expose_secret(), settings.control_pool_size).await?;
+    let store =
+        ControlStore::connect(settings.control_database_url.expose_secret(), settings.control_pool_size).await?;
     let kill = CancellationToken::new();
     let _kill_on_drop = kill.clone().drop_guard();
     let pools = ProjectPools::new(settings.project_db.clone());
     let clerk = ClerkApiFactory::new(settings.clerk.clone());
-    let backfills = Backfills::new(settings.clone(), store.clone(), pools.clone(), clerk.clone(), shutdown.clone(), kill.clone());
+    let backfills =
+        Backfills::new(settings.clone(), store.clone(), pools.clone(), clerk.clone(), shutdown.clone(), kill.clone());
     let state = Arc::new(AppState { settings: settings.clone(), store, pools, clerk, backfills: backfills.clone() });
     let grace = settings.shutdown_grace;
 

@@ -31,8 +31,9 @@ pub async fn main() -> i32 {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower=warn,hyper=warn,h2=warn,tokio_postgres=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,tower=warn,hyper=warn,h2=warn,tokio_postgres=warn")
+    });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -78,7 +79,8 @@ async fn signal_shutdown(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -92,7 +94,8 @@ async fn signal_shutdown(token: CancellationToken) {
 
 async fn rotate_keys(cli: &Cli) -> Result<(), String> {
     let (settings, _) = settings(cli).await?;
-    let store = ControlStore::connect(settings.control_database_url.expose_secret(), 2).await.map_err(|e| e.to_string())?;
+    let store =
+        ControlStore::connect(settings.control_database_url.expose_secret(), 2).await.map_err(|e| e.to_string())?;
     let n = crate::integrations::rotate_keys(&store, &settings.keyring).await.map_err(|e| e.to_string())?;
     println!("re-encrypted the secrets of {n} integration(s) with key `{}`", settings.keyring.active_key_id());
     Ok(())
@@ -101,7 +104,11 @@ async fn rotate_keys(cli: &Cli) -> Result<(), String> {
 fn print_dev_banner(o: &config::ServeOptions, dev: &crate::dev::DevSetup) {
     let token = dev.defaults.admin_token.expose_secret();
     let g = o.grpc_addr;
-    let project_db = if dev.example_project_url.is_empty() { "postgres://…/yourdb".to_string() } else { dev.example_project_url.clone() };
+    let project_db = if dev.example_project_url.is_empty() {
+        "postgres://…/yourdb".to_string()
+    } else {
+        dev.example_project_url.clone()
+    };
     // The dev token is printed on purpose: it exists only on this machine, for this folder.
     println!(
         "\ncapydb-auth-sync dev mode\n\

@@ -221,11 +221,9 @@ impl Settings {
 
     /// Validates flags/env (dev mode fills the control database, key and token first).
     pub fn from_options(o: &ServeOptions, dev: Option<&DevDefaults>) -> Result<Self, ConfigError> {
-        let url = o
-            .database_url
-            .clone()
-            .or_else(|| dev.map(|d| d.database_url.clone()))
-            .ok_or_else(|| invalid("no control database: set CAPYDB_AUTH_SYNC_DATABASE_URL (or --database-url), or run with --dev"))?;
+        let url = o.database_url.clone().or_else(|| dev.map(|d| d.database_url.clone())).ok_or_else(|| {
+            invalid("no control database: set CAPYDB_AUTH_SYNC_DATABASE_URL (or --database-url), or run with --dev")
+        })?;
         let keys = o
             .master_keys
             .clone()
@@ -233,12 +231,12 @@ impl Settings {
             .ok_or_else(|| {
                 invalid("no master key: set CAPYDB_AUTH_SYNC_MASTER_KEYS to `id:base64key` (make one with `capydb-auth-sync generate-key`), or run with --dev")
             })?;
-        let keyring = Keyring::parse(&SecretString::from(keys)).map_err(|e| invalid(format!("CAPYDB_AUTH_SYNC_MASTER_KEYS: {e}")))?;
-        let tokens_raw = o
-            .admin_tokens
-            .clone()
-            .or_else(|| dev.map(|d| d.admin_token.expose_secret().to_string()))
-            .ok_or_else(|| invalid("no admin token: set CAPYDB_AUTH_SYNC_ADMIN_TOKENS (comma-separated), or run with --dev"))?;
+        let keyring = Keyring::parse(&SecretString::from(keys))
+            .map_err(|e| invalid(format!("CAPYDB_AUTH_SYNC_MASTER_KEYS: {e}")))?;
+        let tokens_raw =
+            o.admin_tokens.clone().or_else(|| dev.map(|d| d.admin_token.expose_secret().to_string())).ok_or_else(
+                || invalid("no admin token: set CAPYDB_AUTH_SYNC_ADMIN_TOKENS (comma-separated), or run with --dev"),
+            )?;
         let tokens: Vec<SecretString> = tokens_raw
             .split(',')
             .map(str::trim)
@@ -257,7 +255,10 @@ impl Settings {
         if o.clerk_rate_limit_test == 0 || o.clerk_rate_limit_live == 0 {
             return Err(invalid("Clerk rate limits must be positive"));
         }
-        for (name, value) in [("CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", &o.public_base_url), ("CAPYDB_AUTH_SYNC_CLERK_API_URL", &o.clerk_api_url)] {
+        for (name, value) in [
+            ("CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", &o.public_base_url),
+            ("CAPYDB_AUTH_SYNC_CLERK_API_URL", &o.clerk_api_url),
+        ] {
             if !(value.starts_with("http://") || value.starts_with("https://")) {
                 return Err(invalid(format!("{name} must be an http(s) URL")));
             }

@@ -63,22 +63,15 @@ impl Keyring {
     pub fn parse(spec: &SecretString) -> Result<Self, CryptoError> {
         let mut keys = Vec::new();
         for entry in spec.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, b64) = entry
-                .split_once(':')
-                .ok_or_else(|| CryptoError::BadKeySpec("an entry has no `id:` prefix".into()))?;
+            let (id, b64) =
+                entry.split_once(':').ok_or_else(|| CryptoError::BadKeySpec("an entry has no `id:` prefix".into()))?;
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(CryptoError::BadKeySpec(format!(
-                    "key id `{id}` must be non-empty [A-Za-z0-9_-]"
-                )));
+                return Err(CryptoError::BadKeySpec(format!("key id `{id}` must be non-empty [A-Za-z0-9_-]")));
             }
-            let bytes = B64
-                .decode(b64)
-                .map_err(|_| CryptoError::BadKeySpec(format!("key `{id}` is not valid base64")))?;
+            let bytes =
+                B64.decode(b64).map_err(|_| CryptoError::BadKeySpec(format!("key `{id}` is not valid base64")))?;
             if bytes.len() != 32 {
-                return Err(CryptoError::BadKeySpec(format!(
-                    "key `{id}` is {} bytes; AES-256 needs 32",
-                    bytes.len()
-                )));
+                return Err(CryptoError::BadKeySpec(format!("key `{id}` is {} bytes; AES-256 needs 32", bytes.len())));
             }
             if keys.iter().any(|k: &MasterKey| k.id == id) {
                 return Err(CryptoError::BadKeySpec(format!("key id `{id}` appears twice")));
@@ -190,7 +183,8 @@ mod tests {
         let new = Keyring::generate_spec("new");
         let before = Keyring::parse(&old).unwrap();
         let stored = before.encrypt(&SecretString::from("s".to_string()), ctx("p", "f"));
-        let both = Keyring::parse(&SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()))).unwrap();
+        let both =
+            Keyring::parse(&SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()))).unwrap();
         assert_eq!(both.active_key_id(), "new");
         assert_eq!(both.decrypt(&stored, ctx("p", "f")).unwrap().expose_secret(), "s");
         let only_new = Keyring::parse(&new).unwrap();
@@ -215,7 +209,8 @@ mod tests {
             let err = Keyring::parse(&SecretString::from(bad.to_string())).unwrap_err();
             assert!(!err.to_string().contains("AAAA"), "{err}");
         }
-        let dup = format!("{},{}", "a:".to_string() + &B64.encode([0u8; 32]), "a:".to_string() + &B64.encode([1u8; 32]));
+        let dup =
+            format!("{},{}", "a:".to_string() + &B64.encode([0u8; 32]), "a:".to_string() + &B64.encode([1u8; 32]));
         assert!(Keyring::parse(&SecretString::from(dup)).is_err());
         let debug = format!("{:?}", ring(&format!("a:{}", B64.encode([7u8; 32]))));
         assert!(!debug.contains(&B64.encode([7u8; 32])));

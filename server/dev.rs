@@ -33,7 +33,8 @@ pub struct DevSetup {
 pub async fn prepare(o: &ServeOptions) -> Result<DevSetup, DevError> {
     let dir = &o.dev_dir;
     std::fs::create_dir_all(dir).map_err(|e| DevError::Io(dir.display().to_string(), e))?;
-    let master_keys = read_or_create(&dir.join("master-keys"), || Keyring::generate_spec("dev").expose_secret().to_string())?;
+    let master_keys =
+        read_or_create(&dir.join("master-keys"), || Keyring::generate_spec("dev").expose_secret().to_string())?;
     let admin_token = read_or_create(&dir.join("admin-token"), || {
         let mut bytes = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut bytes);
@@ -50,7 +51,11 @@ pub async fn prepare(o: &ServeOptions) -> Result<DevSetup, DevError> {
         }
     };
     Ok(DevSetup {
-        defaults: DevDefaults { database_url, master_keys: SecretString::from(master_keys), admin_token: SecretString::from(admin_token) },
+        defaults: DevDefaults {
+            database_url,
+            master_keys: SecretString::from(master_keys),
+            admin_token: SecretString::from(admin_token),
+        },
         example_project_url,
         postgres,
     })
@@ -68,7 +73,8 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> Result<String, 
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
         f.write_all(value.as_bytes()).map_err(io)?;
     }
     #[cfg(not(unix))]

@@ -45,8 +45,13 @@ impl ClerkSecretKey {
     pub fn parse(s: &str) -> Result<Self, FieldViolation> {
         let rest = s.strip_prefix("sk_live_").or_else(|| s.strip_prefix("sk_test_"));
         match rest {
-            Some(r) if r.len() >= 4 && r.bytes().all(|b| b.is_ascii_graphic()) => Ok(ClerkSecretKey(SecretString::from(s.to_string()))),
-            _ => Err(FieldViolation::new("credentials.secret_key", "a Clerk secret key starts with sk_live_ or sk_test_")),
+            Some(r) if r.len() >= 4 && r.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(ClerkSecretKey(SecretString::from(s.to_string())))
+            }
+            _ => Err(FieldViolation::new(
+                "credentials.secret_key",
+                "a Clerk secret key starts with sk_live_ or sk_test_",
+            )),
         }
     }
 
@@ -85,7 +90,10 @@ impl WebhookSecret {
                     .map(|b| !b.is_empty() && B64.decode(b).map(|k| !k.is_empty()).unwrap_or(false))
                     .unwrap_or(false);
                 if !ok {
-                    return Err(FieldViolation::new(FIELD, "a Clerk webhook signing secret is whsec_ followed by base64"));
+                    return Err(FieldViolation::new(
+                        FIELD,
+                        "a Clerk webhook signing secret is whsec_ followed by base64",
+                    ));
                 }
             }
             ProviderKind::Auth0 | ProviderKind::BetterAuth => {

@@ -94,7 +94,8 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let project = ProjectId::parse(&input.project_id).map_err(|v| violations.push(v)).ok();
     let provider = input.provider;
     if provider.is_none() {
-        violations.push(FieldViolation::new("provider", "must be PROVIDER_CLERK, PROVIDER_AUTH0 or PROVIDER_BETTER_AUTH"));
+        violations
+            .push(FieldViolation::new("provider", "must be PROVIDER_CLERK, PROVIDER_AUTH0 or PROVIDER_BETTER_AUTH"));
     }
     let target = if input.database_url.is_empty() {
         None
@@ -109,7 +110,9 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     };
     let secret_key = match (provider, input.secret_key.is_empty()) {
         (_, true) => None,
-        (Some(ProviderKind::Clerk), false) => ClerkSecretKey::parse(&input.secret_key).map_err(|v| violations.push(v)).ok(),
+        (Some(ProviderKind::Clerk), false) => {
+            ClerkSecretKey::parse(&input.secret_key).map_err(|v| violations.push(v)).ok()
+        }
         (Some(p), false) => {
             violations.push(FieldViolation::new(
                 "credentials.secret_key",
@@ -148,7 +151,8 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         }
     }
     let keyring = &state.settings.keyring;
-    let id = existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| format!("int_{}", uuid::Uuid::new_v4().simple()));
+    let id =
+        existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| format!("int_{}", uuid::Uuid::new_v4().simple()));
     let mut row = existing.clone().unwrap_or_else(|| IntegrationRow {
         id: id.clone(),
         project_id: project.as_str().to_string(),
@@ -183,7 +187,9 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
                 "credentials.secret_key",
                 "Clerk rejected this secret key (401); copy it again from the Clerk dashboard, API keys page",
             ),
-            ClerkApiError::Unreachable { .. } => ApiError::Unavailable(format!("could not check the secret key with Clerk: {e}")),
+            ClerkApiError::Unreachable { .. } => {
+                ApiError::Unavailable(format!("could not check the secret key with Clerk: {e}"))
+            }
             ClerkApiError::Api { .. } => ApiError::FailedPrecondition(format!("Clerk refused the key check: {e}")),
         })?;
         row.secret_key_enc = Some(keyring.encrypt(key.secret(), row.secret_context(fields::SECRET_KEY)));
@@ -206,7 +212,11 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
 
 /// Finds the integration a request names; `provider` may be omitted when the project has
 /// exactly one.
-pub async fn resolve(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<IntegrationRow, ApiError> {
+pub async fn resolve(
+    state: &AppState,
+    project_id: &str,
+    provider: Option<ProviderKind>,
+) -> Result<IntegrationRow, ApiError> {
     let project = ProjectId::parse(project_id).map_err(|v| ApiError::InvalidArgument(vec![v]))?;
     match provider {
         Some(p) => state
@@ -235,7 +245,11 @@ pub async fn list(state: &AppState, project_id: &str) -> Result<Vec<IntegrationR
 
 /// Forgets the credentials and stops syncing (a running backfill loses its lease and
 /// stops); the table and its rows stay.
-pub async fn delete(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<IntegrationRow, ApiError> {
+pub async fn delete(
+    state: &AppState,
+    project_id: &str,
+    provider: Option<ProviderKind>,
+) -> Result<IntegrationRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
     state.store.delete_integration(&row.id).await?;
     state.pools.forget(&row.id);
@@ -244,9 +258,14 @@ pub async fn delete(state: &AppState, project_id: &str, provider: Option<Provide
 }
 
 /// Starts a backfill (or returns the active one).
-pub async fn run_backfill(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<JobRow, ApiError> {
+pub async fn run_backfill(
+    state: &AppState,
+    project_id: &str,
+    provider: Option<ProviderKind>,
+) -> Result<JobRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
-    let kind = ProviderKind::from_name(&row.provider).ok_or_else(|| ApiError::Internal("unknown stored provider".into()))?;
+    let kind =
+        ProviderKind::from_name(&row.provider).ok_or_else(|| ApiError::Internal("unknown stored provider".into()))?;
     if !kind.supports_backfill() {
         return Err(ApiError::FailedPrecondition(format!(
             "{kind} is webhook-only: it has no API to backfill from; users arrive through webhooks"
@@ -254,14 +273,19 @@ pub async fn run_backfill(state: &AppState, project_id: &str, provider: Option<P
     }
     if row.secret_key_enc.is_none() {
         return Err(ApiError::FailedPrecondition(
-            "this Clerk integration has no secret key; add credentials.secret_key with ConfigureIntegration first".into(),
+            "this Clerk integration has no secret key; add credentials.secret_key with ConfigureIntegration first"
+                .into(),
         ));
     }
     Ok(state.backfills.start(&row).await?.0)
 }
 
 /// The job WatchBackfill follows: the active one, else the most recent.
-pub async fn watched_job(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<JobRow, ApiError> {
+pub async fn watched_job(
+    state: &AppState,
+    project_id: &str,
+    provider: Option<ProviderKind>,
+) -> Result<JobRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
     if let Some(job) = state.store.active_job(&row.id).await? {
         return Ok(job);
@@ -273,7 +297,11 @@ pub async fn watched_job(state: &AppState, project_id: &str, provider: Option<Pr
         .ok_or_else(|| ApiError::NotFound(format!("project {} has no backfill yet", row.project_id)))
 }
 
-pub async fn status(state: &AppState, project_id: &str, provider: Option<ProviderKind>) -> Result<StatusReport, ApiError> {
+pub async fn status(
+    state: &AppState,
+    project_id: &str,
+    provider: Option<ProviderKind>,
+) -> Result<StatusReport, ApiError> {
     let integration = resolve(state, project_id, provider).await?;
     let current = state.store.active_job(&integration.id).await?;
     let last = state.store.last_finished_job(&integration.id).await?;
@@ -297,7 +325,10 @@ async fn count_users(state: &AppState, row: &IntegrationRow) -> Result<(i64, i64
 }
 
 /// Re-encrypts every stored secret with the active key (`capydb-auth-sync rotate-keys`).
-pub async fn rotate_keys(store: &crate::store::ControlStore, keyring: &crate::crypto::Keyring) -> Result<usize, ApiError> {
+pub async fn rotate_keys(
+    store: &crate::store::ControlStore,
+    keyring: &crate::crypto::Keyring,
+) -> Result<usize, ApiError> {
     let n = store
         .reencrypt_all(|row| {
             let db = row.database_url(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;

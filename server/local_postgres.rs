@@ -100,7 +100,12 @@ fn start_cluster(dir: &Path) -> Result<String, LocalPostgresError> {
             dir.display()
         );
         let mut start = pg_command(&bin.join("pg_ctl"), as_root);
-        start.arg("-D").arg(&data).arg("-l").arg(dir.join("postgres.log")).args(["-w", "-t", "60", "-o", &opts, "start"]);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &opts, "start"]);
         run(start, "pg_ctl start")?;
     }
     Ok(url)

@@ -33,14 +33,22 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!("capydb_auth_sync_webhook_deliveries_total", "Webhook deliveries by provider and outcome");
+    metrics::describe_counter!(
+        "capydb_auth_sync_webhook_deliveries_total",
+        "Webhook deliveries by provider and outcome"
+    );
     metrics::describe_histogram!("capydb_auth_sync_webhook_duration_seconds", "Time to answer a webhook delivery");
     metrics::describe_counter!("capydb_auth_sync_backfill_users_total", "Users fetched from and written by backfills");
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
 }
 
 /// Serves `GET /metrics` until shutdown.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken, kill: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },

@@ -103,7 +103,11 @@ impl ClerkApi {
         let body = self.get("/v1/users", query).await?;
         match body {
             Value::Array(users) => Ok(users),
-            _ => Err(ClerkApiError::Api { status: 200, code: "unexpected_body".into(), message: "GET /v1/users did not return a JSON array".into() }),
+            _ => Err(ClerkApiError::Api {
+                status: 200,
+                code: "unexpected_body".into(),
+                message: "GET /v1/users did not return a JSON array".into(),
+            }),
         }
     }
 
@@ -143,10 +147,17 @@ impl ClerkApi {
                     if status == 429 {
                         throttles += 1;
                         if throttles > 100 {
-                            return Err(ClerkApiError::Unreachable { attempts: throttles, last: "rate limited 100 times in a row".into() });
+                            return Err(ClerkApiError::Unreachable {
+                                attempts: throttles,
+                                last: "rate limited 100 times in a row".into(),
+                            });
                         }
                         let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
-                        tracing::warn!(path, wait_secs = wait.as_secs_f64(), "Clerk answered 429; honouring Retry-After");
+                        tracing::warn!(
+                            path,
+                            wait_secs = wait.as_secs_f64(),
+                            "Clerk answered 429; honouring Retry-After"
+                        );
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -239,7 +250,10 @@ mod tests {
     #[test]
     fn reads_clerk_error_bodies() {
         let body = br#"{"errors":[{"message":"short","long_message":"The provided Clerk Secret Key is invalid.","code":"clerk_key_invalid"}]}"#;
-        assert_eq!(clerk_message(body), ("clerk_key_invalid".into(), "The provided Clerk Secret Key is invalid.".into()));
+        assert_eq!(
+            clerk_message(body),
+            ("clerk_key_invalid".into(), "The provided Clerk Secret Key is invalid.".into())
+        );
         assert_eq!(clerk_message(b"<html>").0, "unknown");
     }
 }

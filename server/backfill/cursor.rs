@@ -99,7 +99,8 @@ impl BackfillCursor {
             let mut seen_at_from = self.seen_at_from.clone();
             seen_at_from.extend(new_users.iter().map(|&i| page[i].id.clone()));
             if full {
-                let next = BackfillCursor { from_ms: Some(t), seen_at_from, tie_offset: Some(offset + limit), done: false };
+                let next =
+                    BackfillCursor { from_ms: Some(t), seen_at_from, tie_offset: Some(offset + limit), done: false };
                 return PagePlan { new_users, reconcile: None, next };
             }
             let reconcile = ReconcileWindow { from: epoch(t), to: Some(epoch(t + 1)), ids: seen_at_from };
@@ -151,7 +152,15 @@ mod tests {
         let c = BackfillCursor::default();
         let plan = c.plan(&users(&[("a", 10), ("b", 20), ("c", 30), ("d", 30)]), 4);
         assert_eq!(plan.new_users, vec![0, 1, 2, 3]);
-        assert_eq!(plan.next, BackfillCursor { from_ms: Some(30), seen_at_from: vec!["c".into(), "d".into()], tie_offset: None, done: false });
+        assert_eq!(
+            plan.next,
+            BackfillCursor {
+                from_ms: Some(30),
+                seen_at_from: vec!["c".into(), "d".into()],
+                tie_offset: None,
+                done: false
+            }
+        );
         let w = plan.reconcile.unwrap();
         assert_eq!((w.from, w.to), (epoch(0), Some(epoch(30))));
         assert_eq!(plan.next.query(4)[2], ("created_at_after", "29".to_string()));

@@ -62,8 +62,11 @@ impl Backfills {
     /// Queues a backfill for the integration (or finds the active one) and runs it here.
     /// Returns the job and whether it was newly created.
     pub async fn start(&self, integration: &IntegrationRow) -> Result<(JobRow, bool), StoreError> {
-        let (job, created) =
-            self.ctx.store.create_or_get_active_job(&integration.id, &integration.project_id, &integration.provider).await?;
+        let (job, created) = self
+            .ctx
+            .store
+            .create_or_get_active_job(&integration.id, &integration.project_id, &integration.provider)
+            .await?;
         self.spawn(job.id.clone());
         Ok((job, created))
     }

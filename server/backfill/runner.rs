@@ -129,7 +129,8 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
             now
         }
     };
-    let cursor: BackfillCursor = job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    let cursor: BackfillCursor =
+        job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     if cursor.done {
         return Ok(Stop::Finished);
     }
@@ -167,7 +168,8 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
             if !ctx.store.checkpoint_job(&job.id, owner, progress, &checkpoint, ttl).await? {
                 return Ok(Stop::LeaseLost);
             }
-            metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched").increment(page.fetched as u64);
+            metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")
+                .increment(page.fetched as u64);
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "written").increment(written as u64);
             if page.plan.next.done {
                 return Ok(Stop::Finished);
@@ -203,7 +205,9 @@ fn prepare(cursor: &BackfillCursor, users: Vec<Value>, limit: u32) -> FetchedPag
         match user_from_clerk(&users[i]) {
             Ok(r) => records.push(r),
             // Kept in the page's id list (never reconciled away), just not written.
-            Err(e) => tracing::warn!(user_id = %listed[i].id, error = %e, "skipping a user Clerk returned in an unexpected shape"),
+            Err(e) => {
+                tracing::warn!(user_id = %listed[i].id, error = %e, "skipping a user Clerk returned in an unexpected shape")
+            }
         }
     }
     FetchedPage { fetched: plan.new_users.len() as i64, plan, records }

@@ -45,7 +45,10 @@ mod tests {
 
     #[test]
     fn accepts_any_configured_token_and_nothing_else() {
-        let auth = AdminAuth::new(&[SecretString::from("token-one-0123456789".to_string()), SecretString::from("token-two-0123456789".to_string())]);
+        let auth = AdminAuth::new(&[
+            SecretString::from("token-one-0123456789".to_string()),
+            SecretString::from("token-two-0123456789".to_string()),
+        ]);
         assert!(auth.accepts("token-one-0123456789"));
         assert!(auth.accepts("token-two-0123456789"));
         assert!(!auth.accepts("token-three-0123456789"));

@@ -9,7 +9,8 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::InvalidArgument(violations) => {
-                let message = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+                let message =
+                    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
                 let mut details = ErrorDetails::new();
                 for v in &violations {
                     details.add_bad_request_violation(v.field, v.description.clone());

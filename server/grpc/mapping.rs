@@ -11,14 +11,14 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-/// `PROVIDER_UNSPECIFIED` → None; unknown numbers → Err.
-pub fn provider_from_proto(value: i32) -> Result<Option<ProviderKind>, ()> {
+/// `PROVIDER_UNSPECIFIED` → None; unknown numbers → Err(the number).
+pub fn provider_from_proto(value: i32) -> Result<Option<ProviderKind>, i32> {
     match pb::Provider::try_from(value) {
         Ok(pb::Provider::Unspecified) => Ok(None),
         Ok(pb::Provider::Clerk) => Ok(Some(ProviderKind::Clerk)),
         Ok(pb::Provider::Auth0) => Ok(Some(ProviderKind::Auth0)),
         Ok(pb::Provider::BetterAuth) => Ok(Some(ProviderKind::BetterAuth)),
-        Err(_) => Err(()),
+        Err(_) => Err(value),
     }
 }
 

@@ -33,7 +33,10 @@ impl GrpcService {
 
 fn provider(value: i32) -> Result<Option<ProviderKind>, ApiError> {
     mapping::provider_from_proto(value).map_err(|_| {
-        ApiError::InvalidArgument(vec![crate::domain::FieldViolation::new("provider", format!("unknown provider value {value}"))])
+        ApiError::InvalidArgument(vec![crate::domain::FieldViolation::new(
+            "provider",
+            format!("unknown provider value {value}"),
+        )])
     })
 }
 
@@ -60,7 +63,10 @@ impl AuthSyncService for GrpcService {
     }
 
     #[tracing::instrument(skip_all, fields(project_id = %request.get_ref().project_id))]
-    async fn run_backfill(&self, request: Request<pb::RunBackfillRequest>) -> Result<Response<pb::RunBackfillResponse>, Status> {
+    async fn run_backfill(
+        &self,
+        request: Request<pb::RunBackfillRequest>,
+    ) -> Result<Response<pb::RunBackfillResponse>, Status> {
         let r = request.into_inner();
         let job = integrations::run_backfill(&self.state, &r.project_id, provider(r.provider)?).await?;
         Ok(Response::new(pb::RunBackfillResponse { job: Some(mapping::job(&job)) }))
@@ -132,7 +138,8 @@ impl AuthSyncService for GrpcService {
                 job = match state.store.get_job(&job.id).await {
                     Ok(Some(j)) => j,
                     Ok(None) => {
-                        let _ = tx.send(Err(Status::not_found("the backfill job was deleted with its integration"))).await;
+                        let _ =
+                            tx.send(Err(Status::not_found("the backfill job was deleted with its integration"))).await;
                         return;
                     }
                     Err(e) => {

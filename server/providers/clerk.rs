@@ -23,8 +23,7 @@ pub const SESSION_CREATED: &str = "session.created";
 /// ([`ParseError::Field`] `"type"` / `"data"` otherwise; [`ParseError::NotJson`] when it is
 /// not JSON). `received_at` is the `deleted_at` of a `user.deleted` without a timestamp.
 pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
-    let envelope: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let envelope: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(mut envelope) = envelope else {
         return Err(ParseError::Field("type"));
     };
@@ -44,16 +43,8 @@ pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, 
         _ => None,
     };
     Ok(match change {
-        Some(change) => Delivery {
-            event_type,
-            changes: vec![change],
-            unhandled: false,
-        },
-        None => Delivery {
-            event_type,
-            changes: Vec::new(),
-            unhandled: true,
-        },
+        Some(change) => Delivery { event_type, changes: vec![change], unhandled: false },
+        None => Delivery { event_type, changes: Vec::new(), unhandled: true },
     })
 }
 
@@ -104,15 +95,9 @@ fn deletion(
     let id = required_id(&data)?;
     let deleted_at = match envelope.get("timestamp") {
         None | Some(Value::Null) => received_at,
-        Some(value) => json_integer(value)
-            .and_then(clerk_envelope_timestamp)
-            .ok_or(ParseError::Field("timestamp"))?,
+        Some(value) => json_integer(value).and_then(clerk_envelope_timestamp).ok_or(ParseError::Field("timestamp"))?,
     };
-    Ok(UserDeletion {
-        id,
-        deleted_at,
-        raw: Value::Object(data),
-    })
+    Ok(UserDeletion { id, deleted_at, raw: Value::Object(data) })
 }
 
 /// `session.created`: the embedded `data.user`, when it is a full user object (a string `id`
@@ -126,10 +111,7 @@ fn session_user(mut data: Map<String, Value>) -> Result<Option<UserRecord>, Pars
 
 fn is_full_user(user: &Value) -> bool {
     user.get("object").and_then(Value::as_str) == Some("user")
-        && user
-            .get("id")
-            .and_then(Value::as_str)
-            .is_some_and(|id| !id.is_empty())
+        && user.get("id").and_then(Value::as_str).is_some_and(|id| !id.is_empty())
 }
 
 fn required_id(fields: &Map<String, Value>) -> Result<String, ParseError> {
@@ -152,9 +134,7 @@ fn primary_email(fields: &Map<String, Value>) -> Result<Option<String>, ParseErr
         Some(Value::Array(addresses)) => addresses,
         Some(_) => return Err(ParseError::Field("data.email_addresses")),
     };
-    let Some(primary) = addresses
-        .iter()
-        .find(|a| a.get("id").and_then(Value::as_str) == Some(primary_id.as_str()))
+    let Some(primary) = addresses.iter().find(|a| a.get("id").and_then(Value::as_str) == Some(primary_id.as_str()))
     else {
         return Ok(None);
     };
@@ -166,11 +146,7 @@ fn primary_email(fields: &Map<String, Value>) -> Result<Option<String>, ParseErr
 }
 
 /// A string column: absent or null is `None`; any other non-string is an error.
-fn optional_string(
-    fields: &Map<String, Value>,
-    key: &str,
-    label: &'static str,
-) -> Result<Option<String>, ParseError> {
+fn optional_string(fields: &Map<String, Value>, key: &str, label: &'static str) -> Result<Option<String>, ParseError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -187,10 +163,7 @@ fn optional_epoch_ms(
 ) -> Result<Option<DateTime<Utc>>, ParseError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => json_integer(value)
-            .and_then(from_epoch_ms)
-            .map(Some)
-            .ok_or(ParseError::Field(label)),
+        Some(value) => json_integer(value).and_then(from_epoch_ms).map(Some).ok_or(ParseError::Field(label)),
     }
 }
 
@@ -315,10 +288,7 @@ mod tests {
 
     #[test]
     fn user_updated_dashboard_catalog_example() {
-        let record = single_upsert(
-            parse_fixture("user.updated.dashboard-catalog.json"),
-            USER_UPDATED,
-        );
+        let record = single_upsert(parse_fixture("user.updated.dashboard-catalog.json"), USER_UPDATED);
         let expected = UserRecord {
             id: "user_29w83sxmDNGwOuEthce5gg56FcC".into(),
             email: s("example@example.org"),
@@ -376,9 +346,7 @@ mod tests {
             json!({"type": "user.deleted", "data": {"id": "user_1", "deleted": true}}),
             json!({"type": "user.deleted", "timestamp": null, "data": {"id": "user_1"}}),
         ] {
-            let deletion = single_delete(
-                parse_event(body.to_string().as_bytes(), received()).expect("parses"),
-            );
+            let deletion = single_delete(parse_event(body.to_string().as_bytes(), received()).expect("parses"));
             assert_eq!(deletion.id, "user_1");
             assert_eq!(deletion.deleted_at, received());
             assert_eq!(deletion.raw, body["data"]);
@@ -388,37 +356,15 @@ mod tests {
     #[test]
     fn user_deleted_errors() {
         let cases = [
-            (
-                json!({"type": "user.deleted", "timestamp": 1, "data": {"deleted": true}}),
-                "data.id",
-            ),
-            (
-                json!({"type": "user.deleted", "timestamp": 1, "data": {"id": 7}}),
-                "data.id",
-            ),
-            (
-                json!({"type": "user.deleted", "timestamp": 1, "data": {"id": ""}}),
-                "data.id",
-            ),
-            (
-                json!({"type": "user.deleted", "timestamp": "yesterday", "data": {"id": "user_1"}}),
-                "timestamp",
-            ),
-            (
-                json!({"type": "user.deleted", "timestamp": 1.5, "data": {"id": "user_1"}}),
-                "timestamp",
-            ),
-            (
-                json!({"type": "user.deleted", "timestamp": i64::MAX, "data": {"id": "user_1"}}),
-                "timestamp",
-            ),
+            (json!({"type": "user.deleted", "timestamp": 1, "data": {"deleted": true}}), "data.id"),
+            (json!({"type": "user.deleted", "timestamp": 1, "data": {"id": 7}}), "data.id"),
+            (json!({"type": "user.deleted", "timestamp": 1, "data": {"id": ""}}), "data.id"),
+            (json!({"type": "user.deleted", "timestamp": "yesterday", "data": {"id": "user_1"}}), "timestamp"),
+            (json!({"type": "user.deleted", "timestamp": 1.5, "data": {"id": "user_1"}}), "timestamp"),
+            (json!({"type": "user.deleted", "timestamp": i64::MAX, "data": {"id": "user_1"}}), "timestamp"),
         ];
         for (body, field) in cases {
-            assert_eq!(
-                parse_event(body.to_string().as_bytes(), received()),
-                Err(ParseError::Field(field)),
-                "{body}"
-            );
+            assert_eq!(parse_event(body.to_string().as_bytes(), received()), Err(ParseError::Field(field)), "{body}");
         }
     }
 
@@ -474,10 +420,7 @@ mod tests {
         let page = fixture_json("list_users_page.json");
         let users = page.as_array().expect("bare JSON array");
         assert_eq!(users.len(), 2);
-        let records: Vec<UserRecord> = users
-            .iter()
-            .map(|u| user_from_clerk(u).expect("user maps"))
-            .collect();
+        let records: Vec<UserRecord> = users.iter().map(|u| user_from_clerk(u).expect("user maps")).collect();
         assert_eq!(
             records[0],
             UserRecord {
@@ -523,20 +466,14 @@ mod tests {
             let event = fixture_json(name);
             let from_api = user_from_clerk(&event["data"]).expect("maps");
             let delivery = parse_fixture(name);
-            assert_eq!(
-                delivery.changes,
-                vec![UserChange::Upsert(from_api)],
-                "{name}"
-            );
+            assert_eq!(delivery.changes, vec![UserChange::Upsert(from_api)], "{name}");
         }
     }
 
     #[test]
     fn svix_derived_body_parses_like_the_docs_example() {
         let vectors = fixture_json("svix_test_vectors.json");
-        let body = vectors["derived_not_from_source"]["body"]
-            .as_str()
-            .expect("body");
+        let body = vectors["derived_not_from_source"]["body"].as_str().expect("body");
         let minified = parse_event(body.as_bytes(), received()).expect("parses");
         assert_eq!(minified, parse_fixture("user.created.json"));
     }
@@ -547,10 +484,8 @@ mod tests {
         event["data"]["future_field"] = json!({"nested": [1, 2.5, "x", null, true]});
         event["data"]["private_metadata"] = json!({"plan": "pro", "seats": 12});
         event["data"]["huge"] = json!(u64::MAX);
-        let record = single_upsert(
-            parse_event(event.to_string().as_bytes(), received()).expect("parses"),
-            USER_CREATED,
-        );
+        let record =
+            single_upsert(parse_event(event.to_string().as_bytes(), received()).expect("parses"), USER_CREATED);
         assert_eq!(record.raw, event["data"]);
         assert_eq!(record.raw["future_field"]["nested"][1], json!(2.5));
     }
@@ -566,10 +501,7 @@ mod tests {
                 "not an object"
             ]
         });
-        assert_eq!(
-            user_from_clerk(&base).expect("maps").email,
-            s("b@example.org")
-        );
+        assert_eq!(user_from_clerk(&base).expect("maps").email, s("b@example.org"));
 
         let mut no_primary = base.clone();
         no_primary["primary_email_address_id"] = Value::Null;
@@ -580,10 +512,7 @@ mod tests {
         assert_eq!(user_from_clerk(&unmatched).expect("maps").email, None);
 
         let mut no_addresses = base.clone();
-        no_addresses
-            .as_object_mut()
-            .expect("object")
-            .remove("email_addresses");
+        no_addresses.as_object_mut().expect("object").remove("email_addresses");
         assert_eq!(user_from_clerk(&no_addresses).expect("maps").email, None);
 
         let mut null_address = base.clone();
@@ -626,27 +555,12 @@ mod tests {
             (json!({"id": "u", "last_name": ["x"]}), "data.last_name"),
             (json!({"id": "u", "username": true}), "data.username"),
             (json!({"id": "u", "image_url": {}}), "data.image_url"),
-            (
-                json!({"id": "u", "created_at": "2024-05-28T08:00:00Z"}),
-                "data.created_at",
-            ),
+            (json!({"id": "u", "created_at": "2024-05-28T08:00:00Z"}), "data.created_at"),
             (json!({"id": "u", "updated_at": 1.5}), "data.updated_at"),
-            (
-                json!({"id": "u", "updated_at": i64::MAX}),
-                "data.updated_at",
-            ),
-            (
-                json!({"id": "u", "last_sign_in_at": "soon"}),
-                "data.last_sign_in_at",
-            ),
-            (
-                json!({"id": "u", "primary_email_address_id": 3}),
-                "data.primary_email_address_id",
-            ),
-            (
-                json!({"id": "u", "primary_email_address_id": "i", "email_addresses": {}}),
-                "data.email_addresses",
-            ),
+            (json!({"id": "u", "updated_at": i64::MAX}), "data.updated_at"),
+            (json!({"id": "u", "last_sign_in_at": "soon"}), "data.last_sign_in_at"),
+            (json!({"id": "u", "primary_email_address_id": 3}), "data.primary_email_address_id"),
+            (json!({"id": "u", "primary_email_address_id": "i", "email_addresses": {}}), "data.email_addresses"),
             (
                 json!({
                     "id": "u",
@@ -657,11 +571,7 @@ mod tests {
             ),
         ];
         for (user, field) in cases {
-            assert_eq!(
-                user_from_clerk(&user),
-                Err(ParseError::Field(field)),
-                "{user}"
-            );
+            assert_eq!(user_from_clerk(&user), Err(ParseError::Field(field)), "{user}");
             let body = json!({"type": "user.updated", "data": user});
             let expected = if user.is_object() { field } else { "data" };
             assert_eq!(
@@ -676,68 +586,33 @@ mod tests {
     fn envelope_errors() {
         let cases: [(&[u8], ParseError); 9] = [
             (br#"{"data": {"id": "user_1"}}"#, ParseError::Field("type")),
-            (
-                br#"{"type": null, "data": {"id": "user_1"}}"#,
-                ParseError::Field("type"),
-            ),
-            (
-                br#"{"type": 5, "data": {"id": "user_1"}}"#,
-                ParseError::Field("type"),
-            ),
+            (br#"{"type": null, "data": {"id": "user_1"}}"#, ParseError::Field("type")),
+            (br#"{"type": 5, "data": {"id": "user_1"}}"#, ParseError::Field("type")),
             (br#"[{"type": "user.created"}]"#, ParseError::Field("type")),
             (br#""user.created""#, ParseError::Field("type")),
             (br#"{"type": "user.created"}"#, ParseError::Field("data")),
-            (
-                br#"{"type": "user.created", "data": null}"#,
-                ParseError::Field("data"),
-            ),
-            (
-                br#"{"type": "user.created", "data": [1]}"#,
-                ParseError::Field("data"),
-            ),
-            (
-                br#"{"type": "user.created", "data": {}}"#,
-                ParseError::Field("data.id"),
-            ),
+            (br#"{"type": "user.created", "data": null}"#, ParseError::Field("data")),
+            (br#"{"type": "user.created", "data": [1]}"#, ParseError::Field("data")),
+            (br#"{"type": "user.created", "data": {}}"#, ParseError::Field("data.id")),
         ];
         for (body, expected) in cases {
-            assert_eq!(
-                parse_event(body, received()),
-                Err(expected),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(parse_event(body, received()), Err(expected), "{}", String::from_utf8_lossy(body));
         }
     }
 
     #[test]
     fn non_json_bodies() {
-        for body in [
-            &b""[..],
-            b"not json",
-            b"{\"type\": \"user.created\",",
-            b"\xff\xfe",
-            b"type=user.created",
-        ] {
+        for body in [&b""[..], b"not json", b"{\"type\": \"user.created\",", b"\xff\xfe", b"type=user.created"] {
             match parse_event(body, received()) {
                 Err(ParseError::NotJson(message)) => assert!(!message.is_empty()),
-                other => panic!(
-                    "{:?}: expected NotJson, got {other:?}",
-                    String::from_utf8_lossy(body)
-                ),
+                other => panic!("{:?}: expected NotJson, got {other:?}", String::from_utf8_lossy(body)),
             }
         }
     }
 
     #[test]
     fn unknown_event_types_are_unhandled() {
-        for event_type in [
-            "email.created",
-            "organization.created",
-            "session.ended",
-            "user.banned",
-            "",
-        ] {
+        for event_type in ["email.created", "organization.created", "session.ended", "user.banned", ""] {
             let body = json!({
                 "type": event_type,
                 "object": "event",

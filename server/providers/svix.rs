@@ -32,17 +32,11 @@ struct HeaderNames {
     signature: &'static str,
 }
 
-const SVIX_HEADERS: HeaderNames = HeaderNames {
-    id: "svix-id",
-    timestamp: "svix-timestamp",
-    signature: "svix-signature",
-};
+const SVIX_HEADERS: HeaderNames =
+    HeaderNames { id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature" };
 
-const STANDARD_WEBHOOKS_HEADERS: HeaderNames = HeaderNames {
-    id: "webhook-id",
-    timestamp: "webhook-timestamp",
-    signature: "webhook-signature",
-};
+const STANDARD_WEBHOOKS_HEADERS: HeaderNames =
+    HeaderNames { id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature" };
 
 /// Standard alphabet; padding optional (the decoded bytes must still match exactly).
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -58,12 +52,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// [`VerifyError::BadTimestamp`] when the timestamp is not integer seconds;
 /// [`VerifyError::TimestampOutOfTolerance`] when it is more than 300 s from `now`;
 /// [`VerifyError::NoMatchingSignature`] when no `v1` entry matches.
-pub fn verify(
-    secret: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: DateTime<Utc>,
-) -> Result<String, VerifyError> {
+pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: DateTime<Utc>) -> Result<String, VerifyError> {
     let key = decode_secret(secret)?;
 
     let names = if headers.contains_key(SVIX_HEADERS.id) {
@@ -82,10 +71,7 @@ pub fn verify(
         .ok_or(VerifyError::MissingHeader(names.timestamp))?
         .to_str()
         .map_err(|_| VerifyError::BadTimestamp)?;
-    let signatures = headers
-        .get(names.signature)
-        .ok_or(VerifyError::MissingHeader(names.signature))?
-        .as_bytes();
+    let signatures = headers.get(names.signature).ok_or(VerifyError::MissingHeader(names.signature))?.as_bytes();
 
     check_timestamp(timestamp, now)?;
 
@@ -117,12 +103,7 @@ fn check_timestamp(timestamp: &str, now: DateTime<Utc>) -> Result<(), VerifyErro
 }
 
 /// HMAC-SHA256 over `{id}.{timestamp}.{body}`, fed piecewise so the body is never copied.
-fn hmac_sha256(
-    key: &[u8],
-    msg_id: &str,
-    timestamp: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, VerifyError> {
+fn hmac_sha256(key: &[u8], msg_id: &str, timestamp: &str, body: &[u8]) -> Result<Vec<u8>, VerifyError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| VerifyError::BadSecret)?;
     mac.update(msg_id.as_bytes());
     mac.update(b".");
@@ -169,9 +150,7 @@ mod tests {
     }
 
     fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-        v[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("vector field {key}"))
+        v[key].as_str().unwrap_or_else(|| panic!("vector field {key}"))
     }
 
     fn at(seconds: i64) -> DateTime<Utc> {
@@ -194,11 +173,7 @@ mod tests {
 
     fn family_headers(family: &str, id: &str, timestamp: &str, signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        for (suffix, value) in [
-            ("id", id),
-            ("timestamp", timestamp),
-            ("signature", signature),
-        ] {
+        for (suffix, value) in [("id", id), ("timestamp", timestamp), ("signature", signature)] {
             let name = http::HeaderName::try_from(format!("{family}-{suffix}")).expect("name");
             headers.insert(name, HeaderValue::from_str(value).expect("header value"));
         }
@@ -245,19 +220,11 @@ mod tests {
             assert_eq!(sign(secret, msg_id, ts, &body), expected, "{name}");
             // ...and verify accepts it with the clock at the vector's timestamp.
             let headers = svix_headers(msg_id, &ts.to_string(), expected);
-            assert_eq!(
-                verify(secret, &headers, &body, at(ts)),
-                Ok(msg_id.to_owned()),
-                "{name}"
-            );
+            assert_eq!(verify(secret, &headers, &body, at(ts)), Ok(msg_id.to_owned()), "{name}");
             // One flipped body byte fails.
             let mut tampered = body.clone();
             tampered[0] ^= 1;
-            assert_eq!(
-                verify(secret, &headers, &tampered, at(ts)),
-                Err(VerifyError::NoMatchingSignature),
-                "{name}"
-            );
+            assert_eq!(verify(secret, &headers, &tampered, at(ts)), Err(VerifyError::NoMatchingSignature), "{name}");
         }
     }
 
@@ -277,9 +244,7 @@ mod tests {
     #[test]
     fn verbatim_negative_vectors_reject() {
         let all = vectors();
-        let negatives = all["verbatim_negative"]
-            .as_array()
-            .expect("verbatim_negative");
+        let negatives = all["verbatim_negative"].as_array().expect("verbatim_negative");
         assert_eq!(negatives.len(), 4);
         for v in negatives {
             assert_eq!(str_field(v, "expect"), "reject");
@@ -287,9 +252,7 @@ mod tests {
             // without a timestamp were signed "now" in the original tests.
             let secret = v["secret"].as_str().unwrap_or(RUST_SECRET);
             let msg_id = v["msg_id"].as_str().unwrap_or(RUST_MSG_ID);
-            let body = v["payload"]
-                .as_str()
-                .map_or(RUST_PAYLOAD.to_vec(), |p| p.as_bytes().to_vec());
+            let body = v["payload"].as_str().map_or(RUST_PAYLOAD.to_vec(), |p| p.as_bytes().to_vec());
             let ts = v["timestamp"].as_i64().unwrap_or(1_700_000_000);
             let now = at(ts);
             let bad = str_field(v, "bad_signature_header");
@@ -314,17 +277,10 @@ mod tests {
         let now = at(ts.parse().expect("ts"));
         for key in ["svix-signature", "svix-signature_rotation"] {
             let headers = svix_headers(&id, &ts, str_field(&d, key));
-            assert_eq!(
-                verify(&secret, &headers, body.as_bytes(), now),
-                Ok(id.clone()),
-                "{key}"
-            );
+            assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Ok(id.clone()), "{key}");
         }
         // Signer agrees with the derived signature too.
-        assert_eq!(
-            sign(&secret, &id, now.timestamp(), body.as_bytes()),
-            str_field(&d, "svix-signature")
-        );
+        assert_eq!(sign(&secret, &id, now.timestamp(), body.as_bytes()), str_field(&d, "svix-signature"));
     }
 
     #[test]
@@ -348,10 +304,7 @@ mod tests {
         let now = at(ts.parse().expect("ts"));
         for key in ["svix-signature", "svix-signature_rotation"] {
             let headers = family_headers("webhook", &id, &ts, str_field(&d, key));
-            assert_eq!(
-                verify(&secret, &headers, body.as_bytes(), now),
-                Ok(id.clone())
-            );
+            assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Ok(id.clone()));
         }
         // The spec's format example parses (its secret is unpublished, so it cannot match).
         let example = &vectors()["standard_webhooks_header_format_example"];
@@ -362,10 +315,7 @@ mod tests {
             str_field(example, "webhook-signature"),
         );
         let now = at(str_field(example, "webhook-timestamp").parse().expect("ts"));
-        assert_eq!(
-            verify(&secret, &headers, b"{}", now),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(verify(&secret, &headers, b"{}", now), Err(VerifyError::NoMatchingSignature));
     }
 
     #[test]
@@ -376,10 +326,7 @@ mod tests {
         // svix-id present: the svix family is used, webhook-* names do not fill gaps.
         let mut headers = family_headers("webhook", &id, &ts, sig);
         headers.insert("svix-id", HeaderValue::from_str(&id).expect("id"));
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), now),
-            Err(VerifyError::MissingHeader("svix-timestamp"))
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(VerifyError::MissingHeader("svix-timestamp")));
         // Both complete families present: svix-* wins (here with a wrong webhook signature).
         let mut headers = svix_headers(&id, &ts, sig);
         for (name, value) in family_headers("webhook", &id, &ts, "v1,AAAA") {
@@ -387,10 +334,7 @@ mod tests {
                 headers.insert(name, value);
             }
         }
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), now),
-            Ok(id.clone())
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Ok(id.clone()));
     }
 
     #[test]
@@ -440,11 +384,7 @@ mod tests {
             format!("v1,{}", b64.trim_end_matches('=')),
         ] {
             let headers = svix_headers(&id, &ts, &header);
-            assert_eq!(
-                verify(&secret, &headers, body.as_bytes(), now),
-                Ok(id.clone()),
-                "{header:?}"
-            );
+            assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Ok(id.clone()), "{header:?}");
         }
     }
 
@@ -461,11 +401,7 @@ mod tests {
                     // Without an id neither family is identified; svix is the name reported.
                     VerifyError::MissingHeader("svix-id")
                 } else if family == "svix" {
-                    VerifyError::MissingHeader(if missing == "timestamp" {
-                        "svix-timestamp"
-                    } else {
-                        "svix-signature"
-                    })
+                    VerifyError::MissingHeader(if missing == "timestamp" { "svix-timestamp" } else { "svix-signature" })
                 } else {
                     VerifyError::MissingHeader(if missing == "timestamp" {
                         "webhook-timestamp"
@@ -473,11 +409,7 @@ mod tests {
                         "webhook-signature"
                     })
                 };
-                assert_eq!(
-                    verify(&secret, &headers, body.as_bytes(), now),
-                    Err(expected),
-                    "{family}-{missing}"
-                );
+                assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(expected), "{family}-{missing}");
             }
         }
         assert_eq!(
@@ -486,10 +418,7 @@ mod tests {
         );
         // An empty id is as good as none: it could not identify the message.
         let headers = svix_headers("", &ts, sig);
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), now),
-            Err(VerifyError::MissingHeader("svix-id"))
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(VerifyError::MissingHeader("svix-id")));
     }
 
     #[test]
@@ -506,14 +435,8 @@ mod tests {
         }
         // Sub-second clock parts do not widen the window.
         let late = at(ts + 300) + chrono::Duration::milliseconds(999);
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), late),
-            Ok(id.clone())
-        );
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), at(ts + 301)),
-            Err(VerifyError::TimestampOutOfTolerance)
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), late), Ok(id.clone()));
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), at(ts + 301)), Err(VerifyError::TimestampOutOfTolerance));
     }
 
     #[test]
@@ -524,19 +447,13 @@ mod tests {
             let ts = now.timestamp() + offset;
             let sig = sign(RUST_SECRET, "msg_fresh", ts, body);
             let headers = svix_headers("msg_fresh", &ts.to_string(), &sig);
-            assert_eq!(
-                verify(RUST_SECRET, &headers, body, now),
-                Ok("msg_fresh".to_owned())
-            );
+            assert_eq!(verify(RUST_SECRET, &headers, body, now), Ok("msg_fresh".to_owned()));
         }
         for offset in [-301, 301] {
             let ts = now.timestamp() + offset;
             let sig = sign(RUST_SECRET, "msg_fresh", ts, body);
             let headers = svix_headers("msg_fresh", &ts.to_string(), &sig);
-            assert_eq!(
-                verify(RUST_SECRET, &headers, body, now),
-                Err(VerifyError::TimestampOutOfTolerance)
-            );
+            assert_eq!(verify(RUST_SECRET, &headers, body, now), Err(VerifyError::TimestampOutOfTolerance));
         }
     }
 
@@ -556,28 +473,15 @@ mod tests {
         let (secret, id, ts, body, d) = derived();
         let now = at(ts.parse().expect("ts"));
         let sig = str_field(&d, "svix-signature");
-        for bad in [
-            "",
-            "abc",
-            "1654012592.0",
-            "1654012592s",
-            "0x6297a0f0",
-            "1654012592000000000000",
-            "2022-05-31T15:56:32Z",
-        ] {
+        for bad in
+            ["", "abc", "1654012592.0", "1654012592s", "0x6297a0f0", "1654012592000000000000", "2022-05-31T15:56:32Z"]
+        {
             let headers = svix_headers(&id, bad, sig);
-            assert_eq!(
-                verify(&secret, &headers, body.as_bytes(), now),
-                Err(VerifyError::BadTimestamp),
-                "{bad:?}"
-            );
+            assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(VerifyError::BadTimestamp), "{bad:?}");
         }
         // A timestamp header that differs from the signed one fails the signature.
         let headers = svix_headers(&id, &(now.timestamp() + 1).to_string(), sig);
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), now),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(VerifyError::NoMatchingSignature));
     }
 
     #[test]
@@ -586,16 +490,10 @@ mod tests {
         let now = at(ts.parse().expect("ts"));
         let headers = svix_headers(&id, &ts, str_field(&d, "svix-signature"));
         // A different, well-formed secret.
-        assert_eq!(
-            verify(RUST_SECRET, &headers, body.as_bytes(), now),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(verify(RUST_SECRET, &headers, body.as_bytes(), now), Err(VerifyError::NoMatchingSignature));
         // Same signature, different message id.
         let headers = svix_headers("msg_other", &ts, str_field(&d, "svix-signature"));
-        assert_eq!(
-            verify(&secret, &headers, body.as_bytes(), now),
-            Err(VerifyError::NoMatchingSignature)
-        );
+        assert_eq!(verify(&secret, &headers, body.as_bytes(), now), Err(VerifyError::NoMatchingSignature));
     }
 
     #[test]
@@ -609,11 +507,7 @@ mod tests {
             assert_eq!(verify(&ok, &headers, body.as_bytes(), now), Ok(id.clone()));
         }
         for bad in ["", "whsec_", "whsec_not base64!", "whsec_%%%%", "whsec_A"] {
-            assert_eq!(
-                verify(bad, &headers, body.as_bytes(), now),
-                Err(VerifyError::BadSecret),
-                "{bad:?}"
-            );
+            assert_eq!(verify(bad, &headers, body.as_bytes(), now), Err(VerifyError::BadSecret), "{bad:?}");
         }
     }
 }

@@ -83,10 +83,7 @@ mod tests {
 
     #[test]
     fn epoch_ms() {
-        assert_eq!(
-            from_epoch_ms(1_654_012_591_514),
-            Some(utc("2022-05-31T15:56:31.514Z"))
-        );
+        assert_eq!(from_epoch_ms(1_654_012_591_514), Some(utc("2022-05-31T15:56:31.514Z")));
         assert_eq!(from_epoch_ms(0), Some(utc("1970-01-01T00:00:00Z")));
         assert_eq!(from_epoch_ms(-1), Some(utc("1969-12-31T23:59:59.999Z")));
         assert_eq!(from_epoch_ms(i64::MAX), None);
@@ -96,32 +93,17 @@ mod tests {
     #[test]
     fn clerk_envelope_seconds_or_ms() {
         // Seconds, as in Clerk's OpenAPI examples.
-        assert_eq!(
-            clerk_envelope_timestamp(1_716_883_200),
-            Some(utc("2024-05-28T08:00:00Z"))
-        );
+        assert_eq!(clerk_envelope_timestamp(1_716_883_200), Some(utc("2024-05-28T08:00:00Z")));
         // Milliseconds, as documented and as in the docs example.
-        assert_eq!(
-            clerk_envelope_timestamp(1_716_883_200_000),
-            Some(utc("2024-05-28T08:00:00Z"))
-        );
-        assert_eq!(
-            clerk_envelope_timestamp(1_654_012_591_835),
-            Some(utc("2022-05-31T15:56:31.835Z"))
-        );
+        assert_eq!(clerk_envelope_timestamp(1_716_883_200_000), Some(utc("2024-05-28T08:00:00Z")));
+        assert_eq!(clerk_envelope_timestamp(1_654_012_591_835), Some(utc("2022-05-31T15:56:31.835Z")));
         // The boundary: just below is seconds (far future), at 10^11 it is milliseconds.
         assert_eq!(
             clerk_envelope_timestamp(CLERK_SECONDS_BELOW - 1),
             DateTime::from_timestamp(CLERK_SECONDS_BELOW - 1, 0)
         );
-        assert_eq!(
-            clerk_envelope_timestamp(CLERK_SECONDS_BELOW),
-            Some(utc("1973-03-03T09:46:40Z"))
-        );
-        assert_eq!(
-            clerk_envelope_timestamp(0),
-            Some(utc("1970-01-01T00:00:00Z"))
-        );
+        assert_eq!(clerk_envelope_timestamp(CLERK_SECONDS_BELOW), Some(utc("1973-03-03T09:46:40Z")));
+        assert_eq!(clerk_envelope_timestamp(0), Some(utc("1970-01-01T00:00:00Z")));
         assert_eq!(clerk_envelope_timestamp(i64::MAX), None);
         assert_eq!(clerk_envelope_timestamp(i64::MIN), None);
     }
@@ -134,10 +116,7 @@ mod tests {
         assert_eq!(from_json(&json!("2024-05-28T10:00:00+02:00")), expect);
         assert_eq!(from_json(&json!("2024-05-28T03:30:00-04:30")), expect);
         assert_eq!(from_json(&json!("  2024-05-28T08:00:00z ")), expect);
-        assert_eq!(
-            from_json(&json!("2024-05-28T08:00:00.123456Z")),
-            Some(utc("2024-05-28T08:00:00.123456Z"))
-        );
+        assert_eq!(from_json(&json!("2024-05-28T08:00:00.123456Z")), Some(utc("2024-05-28T08:00:00.123456Z")));
     }
 
     #[test]

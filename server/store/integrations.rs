@@ -50,9 +50,14 @@ impl IntegrationRow {
 }
 
 impl ControlStore {
-    pub async fn get_integration(&self, project_id: &str, provider: &str) -> Result<Option<IntegrationRow>, StoreError> {
+    pub async fn get_integration(
+        &self,
+        project_id: &str,
+        provider: &str,
+    ) -> Result<Option<IntegrationRow>, StoreError> {
         let c = self.client().await?;
-        let sql = format!("SELECT {COLUMNS} FROM capydb_auth_sync.integrations WHERE project_id = $1 AND provider = $2");
+        let sql =
+            format!("SELECT {COLUMNS} FROM capydb_auth_sync.integrations WHERE project_id = $1 AND provider = $2");
         Ok(c.query_opt(&sql, &[&project_id, &provider]).await?.map(|r| IntegrationRow::from_row(&r)))
     }
 
@@ -150,15 +155,27 @@ impl IntegrationRow {
         crate::crypto::SecretContext { project_id: &self.project_id, provider: &self.provider, field }
     }
 
-    pub fn database_url(&self, keyring: &crate::crypto::Keyring) -> Result<secrecy::SecretString, crate::crypto::CryptoError> {
+    pub fn database_url(
+        &self,
+        keyring: &crate::crypto::Keyring,
+    ) -> Result<secrecy::SecretString, crate::crypto::CryptoError> {
         keyring.decrypt(&self.database_url_enc, self.secret_context(fields::DATABASE_URL))
     }
 
-    pub fn secret_key(&self, keyring: &crate::crypto::Keyring) -> Result<Option<secrecy::SecretString>, crate::crypto::CryptoError> {
+    pub fn secret_key(
+        &self,
+        keyring: &crate::crypto::Keyring,
+    ) -> Result<Option<secrecy::SecretString>, crate::crypto::CryptoError> {
         self.secret_key_enc.as_deref().map(|c| keyring.decrypt(c, self.secret_context(fields::SECRET_KEY))).transpose()
     }
 
-    pub fn webhook_secret(&self, keyring: &crate::crypto::Keyring) -> Result<Option<secrecy::SecretString>, crate::crypto::CryptoError> {
-        self.webhook_secret_enc.as_deref().map(|c| keyring.decrypt(c, self.secret_context(fields::WEBHOOK_SECRET))).transpose()
+    pub fn webhook_secret(
+        &self,
+        keyring: &crate::crypto::Keyring,
+    ) -> Result<Option<secrecy::SecretString>, crate::crypto::CryptoError> {
+        self.webhook_secret_enc
+            .as_deref()
+            .map(|c| keyring.decrypt(c, self.secret_context(fields::WEBHOOK_SECRET)))
+            .transpose()
     }
 }

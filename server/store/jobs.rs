@@ -173,7 +173,13 @@ impl ControlStore {
     }
 
     /// Records the pass start and the expected user count (first claim only).
-    pub async fn start_pass(&self, job_id: &str, owner: &str, pass_started_at: DateTime<Utc>, users_expected: i64) -> Result<bool, StoreError> {
+    pub async fn start_pass(
+        &self,
+        job_id: &str,
+        owner: &str,
+        pass_started_at: DateTime<Utc>,
+        users_expected: i64,
+    ) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let n = c
             .execute(
@@ -233,7 +239,13 @@ impl ControlStore {
     }
 
     /// Ends the job (succeeded / failed / cancelled).
-    pub async fn finish_job(&self, job_id: &str, owner: &str, state: JobState, error: Option<&str>) -> Result<bool, StoreError> {
+    pub async fn finish_job(
+        &self,
+        job_id: &str,
+        owner: &str,
+        state: JobState,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let n = c
             .execute(

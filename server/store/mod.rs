@@ -58,11 +58,13 @@ pub struct ControlStore {
 impl ControlStore {
     /// Connects (lazily, pooled) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Unavailable(format!("bad control database URL: {e}")))?;
+        let mut cfg: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Unavailable(format!("bad control database URL: {e}")))?;
         cfg.connect_timeout(Duration::from_secs(5));
         cfg.application_name("capydb-auth-sync");
         migrate(&cfg).await?;
-        let mgr = Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let mgr =
+            Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr)
             .max_size(max_connections)
             .runtime(Runtime::Tokio1)

@@ -58,7 +58,12 @@ pub struct WebhookStatsRow {
 impl ControlStore {
     /// Counts one delivery. `error` (already free of secrets and personal data) becomes
     /// `last_error`.
-    pub async fn record_webhook(&self, integration_id: &str, outcome: WebhookOutcome, error: Option<&str>) -> Result<(), StoreError> {
+    pub async fn record_webhook(
+        &self,
+        integration_id: &str,
+        outcome: WebhookOutcome,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         let c = self.client().await?;
         // The column name comes from a closed enum, never from input.
         let col = outcome.as_str();

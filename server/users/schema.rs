@@ -52,7 +52,9 @@ pub enum SchemaError {
 pub async fn ensure_users_table(client: &mut deadpool_postgres::Object) -> Result<(), SchemaError> {
     let tx = client.transaction().await.map_err(ProjectDbError::from)?;
     // Concurrent CREATE … IF NOT EXISTS can still collide in the catalog; serialise.
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('capydb_auth.users'))", &[]).await.map_err(ProjectDbError::from)?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('capydb_auth.users'))", &[])
+        .await
+        .map_err(ProjectDbError::from)?;
     tx.batch_execute(CREATE).await.map_err(ProjectDbError::from)?;
     check_shape(&tx).await?;
     tx.batch_execute(INDEXES).await.map_err(ProjectDbError::from)?;

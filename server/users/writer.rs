@@ -39,7 +39,10 @@ pub enum MergeOutcome {
 impl MergeOutcome {
     /// Whether the table changed.
     pub fn changed(self) -> bool {
-        matches!(self, MergeOutcome::Inserted | MergeOutcome::Updated | MergeOutcome::Deleted | MergeOutcome::Tombstoned)
+        matches!(
+            self,
+            MergeOutcome::Inserted | MergeOutcome::Updated | MergeOutcome::Deleted | MergeOutcome::Tombstoned
+        )
     }
 }
 
@@ -141,16 +144,16 @@ impl UsersWriter {
                 })
                 .or_insert(r);
         }
-        let unique: Vec<UserRecord> = if newest.len() == records.len() {
-            records.to_vec()
-        } else {
-            newest.into_values().cloned().collect()
-        };
+        let unique: Vec<UserRecord> =
+            if newest.len() == records.len() { records.to_vec() } else { newest.into_values().cloned().collect() };
         let written = Self::run_upsert(c, &unique).await?.len() as u64;
         Ok(BatchOutcome { written, unchanged: records.len() as u64 - written })
     }
 
-    async fn run_upsert(c: &impl GenericClient, records: &[UserRecord]) -> Result<Vec<tokio_postgres::Row>, ProjectDbError> {
+    async fn run_upsert(
+        c: &impl GenericClient,
+        records: &[UserRecord],
+    ) -> Result<Vec<tokio_postgres::Row>, ProjectDbError> {
         let col = |f: fn(&UserRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
         let ts = |f: fn(&UserRecord) -> Option<DateTime<Utc>>| records.iter().map(f).collect::<Vec<_>>();
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
@@ -163,11 +166,7 @@ impl UsersWriter {
         let updated = ts(|r| r.updated_at);
         let signed_in = ts(|r| r.last_sign_in_at);
         let raws: Vec<&serde_json::Value> = records.iter().map(|r| &r.raw).collect();
-        Ok(c
-            .query(
-                UPSERT,
-                &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &raws],
-            )
+        Ok(c.query(UPSERT, &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &raws])
             .await?)
     }
 

@@ -17,7 +17,12 @@ use crate::providers::{self, Delivery, ProviderKind};
 use crate::store::{IntegrationRow, StoreError, WebhookOutcome};
 use crate::users::{MergeOutcome, UsersWriter};
 
-pub async fn deliver(state: &AppState, provider: ProviderKind, project_id: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn deliver(
+    state: &AppState,
+    provider: ProviderKind,
+    project_id: String,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let delivery_id = header_str(&req, "svix-id").or_else(|| header_str(&req, "webhook-id"));
     let mut integration_id = None;
@@ -80,12 +85,18 @@ async fn process(
     integration_id: &mut Option<String>,
     event_type: &mut String,
 ) -> Result<WebhookOutcome, WebhookError> {
-    let not_found = || WebhookError::NotFound(format!("no {provider} integration with a webhook secret for this project"));
+    let not_found =
+        || WebhookError::NotFound(format!("no {provider} integration with a webhook secret for this project"));
     if !provider.supports_webhooks() {
         return Err(WebhookError::NotFound(format!("{provider} webhooks are not supported by this build")));
     }
     let project = ProjectId::parse(project_id).map_err(|_| not_found())?;
-    let integration = state.store.get_integration(project.as_str(), provider.name()).await.map_err(store_error)?.ok_or_else(not_found)?;
+    let integration = state
+        .store
+        .get_integration(project.as_str(), provider.name())
+        .await
+        .map_err(store_error)?
+        .ok_or_else(not_found)?;
     let keyring = &state.settings.keyring;
     let secret = integration.webhook_secret(keyring).map_err(|e| internal(&integration, &e))?.ok_or_else(not_found)?;
     *integration_id = Some(integration.id.clone());
@@ -106,7 +117,11 @@ async fn process(
 }
 
 /// Applies every change of the delivery in one transaction.
-async fn apply(state: &AppState, integration: &IntegrationRow, delivery: &Delivery) -> Result<WebhookOutcome, WebhookError> {
+async fn apply(
+    state: &AppState,
+    integration: &IntegrationRow,
+    delivery: &Delivery,
+) -> Result<WebhookOutcome, WebhookError> {
     let url = integration.database_url(&state.settings.keyring).map_err(|e| internal(integration, &e))?;
     let pool = state.pools.pool(&integration.id, &url).map_err(project_error)?;
     let mut client = pool.get().await.map_err(|e| project_error(e.into()))?;
@@ -133,16 +148,16 @@ fn summarise(outcomes: &[MergeOutcome]) -> WebhookOutcome {
 /// Reads the body, refusing more than `limit` bytes while reading (and up front when
 /// Content-Length already says so).
 async fn read_body(headers: &http::HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, WebhookError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(WebhookError::PayloadTooLarge(limit));
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(WebhookError::PayloadTooLarge(limit)),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(WebhookError::PayloadTooLarge(limit))
+        }
         Err(_) => Err(WebhookError::BadBody),
     }
 }

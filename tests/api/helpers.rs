@@ -47,8 +47,14 @@ fn init_logs() -> Arc<Mutex<Vec<u8>>> {
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = LogSink(buf.clone());
-        let filter = tracing_subscriber::EnvFilter::new("debug,tokio_postgres=info,h2=info,hyper=info,hyper_util=info,tower=info,reqwest=info,rustls=info");
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(move || sink.clone()).try_init();
+        let filter = tracing_subscriber::EnvFilter::new(
+            "debug,tokio_postgres=info,h2=info,hyper=info,hyper_util=info,tower=info,reqwest=info,rustls=info",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .try_init();
         buf
     })
     .clone()
@@ -81,7 +87,8 @@ async fn postgres() -> &'static (LocalPostgres, String) {
 }
 
 async fn admin(pg: &LocalPostgres) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&pg.url_for("postgres"), tokio_postgres::NoTls).await.expect("connect to postgres");
+    let (client, conn) =
+        tokio_postgres::connect(&pg.url_for("postgres"), tokio_postgres::NoTls).await.expect("connect to postgres");
     tokio::spawn(conn);
     client
 }
@@ -109,7 +116,8 @@ async fn prepare_template(pg: &LocalPostgres) -> String {
         let building = format!("{template}_building");
         let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{building}\"")).await;
         c.batch_execute(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
-        let store = capydb_auth_sync::store::ControlStore::connect(&pg.url_for(&building), 1).await.expect("migrate template");
+        let store =
+            capydb_auth_sync::store::ControlStore::connect(&pg.url_for(&building), 1).await.expect("migrate template");
         drop(store);
         c.batch_execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{building}' AND pid <> pg_backend_pid()"
@@ -117,7 +125,9 @@ async fn prepare_template(pg: &LocalPostgres) -> String {
         .await
         .unwrap();
         c.batch_execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")).await.unwrap();
-        c.batch_execute(&format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")).await.unwrap();
+        c.batch_execute(&format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))
+            .await
+            .unwrap();
     }
     c.execute("SELECT pg_advisory_unlock(7312001)", &[]).await.unwrap();
     template
@@ -218,7 +228,11 @@ impl TestApp {
         };
         let keys = o.keyring.unwrap_or_else(|| test_keyring_spec("k1"));
         let keyring = Keyring::parse(&SecretString::from(keys)).unwrap();
-        let mut settings = Settings::new(SecretString::from(control_url.clone()), keyring, vec![SecretString::from(TEST_TOKEN.to_string())]);
+        let mut settings = Settings::new(
+            SecretString::from(control_url.clone()),
+            keyring,
+            vec![SecretString::from(TEST_TOKEN.to_string())],
+        );
         settings.public_base_url = "https://capydb.test".into();
         settings.clerk.api_url = o.clerk_url.unwrap_or_else(|| "http://127.0.0.1:9".into());
         settings.clerk.retry_base = Duration::from_millis(20);
@@ -236,8 +250,14 @@ impl TestApp {
         let (grpc_addr, http_addr, metrics_addr) =
             (grpc.local_addr().unwrap(), http.local_addr().unwrap(), metrics.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(app::run(settings.clone(), Listeners { grpc, http, metrics: Some(metrics) }, shutdown.clone()));
-        let client = AuthSyncClient::connect(ClientConfig::new(format!("http://{grpc_addr}")).with_token(TEST_TOKEN)).await.unwrap();
+        let handle = tokio::spawn(app::run(
+            settings.clone(),
+            Listeners { grpc, http, metrics: Some(metrics) },
+            shutdown.clone(),
+        ));
+        let client = AuthSyncClient::connect(ClientConfig::new(format!("http://{grpc_addr}")).with_token(TEST_TOKEN))
+            .await
+            .unwrap();
         let app = TestApp {
             grpc_addr,
             http_addr,
@@ -298,7 +318,10 @@ impl TestApp {
                 project_id: project.into(),
                 provider: client::Provider::Clerk as i32,
                 database_url: self.project_url.clone(),
-                credentials: Some(client::Credentials { secret_key: String::new(), webhook_signing_secret: whsec.into() }),
+                credentials: Some(client::Credentials {
+                    secret_key: String::new(),
+                    webhook_signing_secret: whsec.into(),
+                }),
             })
             .await
             .expect("configure")
@@ -310,7 +333,8 @@ impl TestApp {
 
     /// Sends a signed request; returns the status and JSON body.
     pub async fn send(&self, url: &str, req: &SignedRequest) -> (u16, serde_json::Value) {
-        let resp = self.http.post(url).headers(req.header_map()).body(req.body.clone()).send().await.expect("send webhook");
+        let resp =
+            self.http.post(url).headers(req.header_map()).body(req.body.clone()).send().await.expect("send webhook");
         let status = resp.status().as_u16();
         let body = resp.json().await.unwrap_or(serde_json::Value::Null);
         (status, body)
@@ -333,7 +357,9 @@ impl TestApp {
         let mut stream = self.client.watch_backfill(project, client::Provider::Clerk).await.expect("watch");
         let mut last = None;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while let Some(item) = tokio::time::timeout_at(deadline, stream.next()).await.expect("backfill finished in time") {
+        while let Some(item) =
+            tokio::time::timeout_at(deadline, stream.next()).await.expect("backfill finished in time")
+        {
             last = Some(item.expect("watch item"));
         }
         last.expect("at least one snapshot")
@@ -412,4 +438,110 @@ pub async fn assert_no_leaks(app: &TestApp, secrets: &[&str]) {
 pub fn fixture(path: &str) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// A TCP proxy in front of Postgres that a test can cut and restore, to make a project
+/// database unreachable without touching the real server.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    task: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut p = TcpProxy { addr, target, task: None, conns: Arc::new(Mutex::new(Vec::new())) };
+        p.serve(listener);
+        p
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let target = self.target;
+        let conns = self.conns.clone();
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let h = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns.lock().unwrap().push(h);
+            }
+        }));
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub async fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind the proxy port");
+        self.serve(listener);
+    }
+
+    /// `url` with its host:port replaced by the proxy's.
+    pub fn url_through(&self, url: &str) -> String {
+        url.replace(&self.target.to_string(), &self.addr.to_string())
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// The host:port of a postgres:// URL built by this harness.
+pub fn pg_addr(url: &str) -> SocketAddr {
+    let after = url.split('@').nth(1).unwrap();
+    let hostport = after.split('/').next().unwrap();
+    hostport.parse().unwrap()
+}
+
+impl TestApp {
+    /// Configures a live Clerk integration on another database.
+    pub async fn configure_clerk_on(&self, project: &str, whsec: &str, database_url: &str) -> client::Integration {
+        self.client
+            .configure_integration(client::ConfigureIntegrationRequest {
+                project_id: project.into(),
+                provider: client::Provider::Clerk as i32,
+                database_url: database_url.into(),
+                credentials: Some(client::Credentials {
+                    secret_key: String::new(),
+                    webhook_signing_secret: whsec.into(),
+                }),
+            })
+            .await
+            .expect("configure")
+    }
+
+    pub async fn webhook_stats(&self, project: &str) -> client::WebhookStats {
+        self.client.get_sync_status(project, client::Provider::Clerk).await.unwrap().webhooks.unwrap()
+    }
+}
+
+/// A Clerk event envelope around `data`.
+pub fn clerk_event(event_type: &str, data: serde_json::Value, timestamp_ms: i64) -> String {
+    serde_json::json!({"type": event_type, "object": "event", "timestamp": timestamp_ms, "instance_id": "ins_test", "data": data})
+        .to_string()
+}
+
+pub fn ms(t: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(t).unwrap()
 }

@@ -31,7 +31,8 @@ async fn configure_status_list_delete_round_trip() {
     let whsec = new_whsec();
     let key = clerk.secret_key().to_string();
 
-    let integration = app.client.configure_integration(clerk_request("proj_1", &app.project_url, &key, &whsec)).await.unwrap();
+    let integration =
+        app.client.configure_integration(clerk_request("proj_1", &app.project_url, &key, &whsec)).await.unwrap();
     assert_eq!(integration.project_id, "proj_1");
     assert_eq!(integration.provider, Provider::Clerk as i32);
     assert!(integration.has_credentials && integration.has_webhook_secret);
@@ -105,7 +106,13 @@ async fn every_validation_rule_names_the_field() {
         (clerk_request("", &db, "", &new_whsec()), "project_id"),
         (clerk_request("bad project!", &db, "", &new_whsec()), "project_id"),
         (clerk_request(&"x".repeat(65), &db, "", &new_whsec()), "project_id"),
-        (ConfigureIntegrationRequest { provider: Provider::Unspecified as i32, ..clerk_request("p", &db, "", &new_whsec()) }, "provider"),
+        (
+            ConfigureIntegrationRequest {
+                provider: Provider::Unspecified as i32,
+                ..clerk_request("p", &db, "", &new_whsec())
+            },
+            "provider",
+        ),
         (ConfigureIntegrationRequest { provider: 42, ..clerk_request("p", &db, "", &new_whsec()) }, "provider"),
         (clerk_request("p", "", "", &new_whsec()), "database_url"),
         (clerk_request("p", "mysql://u:p@h/db", "", &new_whsec()), "database_url"),
@@ -116,7 +123,10 @@ async fn every_validation_rule_names_the_field() {
         (clerk_request("p", &db, "", "not-a-whsec"), "credentials.webhook_signing_secret"),
         (clerk_request("p", &db, "", "whsec_***notbase64***"), "credentials.webhook_signing_secret"),
         (
-            ConfigureIntegrationRequest { provider: Provider::Auth0 as i32, ..clerk_request("p", &db, "", "too-short") },
+            ConfigureIntegrationRequest {
+                provider: Provider::Auth0 as i32,
+                ..clerk_request("p", &db, "", "too-short")
+            },
             "credentials.webhook_signing_secret",
         ),
         (
@@ -170,7 +180,8 @@ async fn missing_or_wrong_token_is_unauthenticated_while_health_and_reflection_a
         assert!(!status.message().contains(TEST_TOKEN));
     }
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest { service: "capydb.auth_sync.v1.AuthSyncService".into() })
@@ -189,7 +200,10 @@ async fn reflection_list(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = client.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     match resp.message_response {
@@ -206,7 +220,8 @@ async fn reflection_describes_every_rpc() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
     let mut client = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
@@ -226,7 +241,14 @@ async fn reflection_describes_every_rpc() {
     rpcs.sort();
     assert_eq!(
         rpcs,
-        ["ConfigureIntegration", "DeleteIntegration", "GetSyncStatus", "ListIntegrations", "RunBackfill", "WatchBackfill"]
+        [
+            "ConfigureIntegration",
+            "DeleteIntegration",
+            "GetSyncStatus",
+            "ListIntegrations",
+            "RunBackfill",
+            "WatchBackfill"
+        ]
     );
     let watch = service.method.iter().find(|m| m.name() == "WatchBackfill").unwrap();
     assert!(watch.server_streaming());
@@ -300,15 +322,18 @@ async fn the_users_table_has_exactly_the_spec_shape_and_creating_twice_is_a_no_o
 async fn a_users_table_of_another_shape_is_a_failed_precondition() {
     let app = TestApp::spawn().await;
     let db = app.project().await;
-    db.batch_execute("CREATE SCHEMA capydb_auth; CREATE TABLE capydb_auth.users (id integer primary key, email text)").await.unwrap();
-    let err = app
-        .client
-        .configure_integration(clerk_request("p", &app.project_url, "", &new_whsec()))
+    db.batch_execute("CREATE SCHEMA capydb_auth; CREATE TABLE capydb_auth.users (id integer primary key, email text)")
         .await
-        .unwrap_err();
+        .unwrap();
+    let err =
+        app.client.configure_integration(clerk_request("p", &app.project_url, "", &new_whsec())).await.unwrap_err();
     let status = status_of(err);
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("different shape") && status.message().contains("id is integer"), "{}", status.message());
+    assert!(
+        status.message().contains("different shape") && status.message().contains("id is integer"),
+        "{}",
+        status.message()
+    );
     assert!(app.client.list_integrations(None).await.unwrap().is_empty());
 }
 
@@ -316,7 +341,8 @@ async fn a_users_table_of_another_shape_is_a_failed_precondition() {
 async fn an_unreachable_project_database_is_unavailable() {
     let app = TestApp::spawn().await;
     let dead = "postgres://postgres:pw-should-not-leak@127.0.0.1:9/nope";
-    let status = status_of(app.client.configure_integration(clerk_request("p", dead, "", &new_whsec())).await.unwrap_err());
+    let status =
+        status_of(app.client.configure_integration(clerk_request("p", dead, "", &new_whsec())).await.unwrap_err());
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(!status.message().contains("pw-should-not-leak"));
     assert_no_leaks(&app, &["pw-should-not-leak"]).await;
@@ -336,7 +362,9 @@ async fn a_ciphertext_moved_to_another_project_fails_to_decrypt() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(stored.iter().all(|c| c.starts_with("v1:k1:") && !c.contains(&secret_a[6..]) && !c.contains(&secret_b[6..])));
+    assert!(stored
+        .iter()
+        .all(|c| c.starts_with("v1:k1:") && !c.contains(&secret_a[6..]) && !c.contains(&secret_b[6..])));
     // An attacker with write access to the control table copies A's ciphertext onto B.
     control
         .execute(
