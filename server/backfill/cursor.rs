@@ -22,6 +22,13 @@
 //! and created before the pass began belong to users deleted at the provider: they are
 //! soft-deleted as the page commits. The last (short) page closes the window `[cursor, ∞)`.
 //! Nothing is ever held for the whole pass, so memory stays flat in the number of users.
+//!
+//! # Deletions behind the cursor
+//!
+//! A user deleted at the provider *after* its window was listed is still live in the table
+//! when the pass ends (webhooks, when configured, catch it). So after every pass the runner
+//! compares Clerk's user count with the table's live rows; if they differ, the pass raced
+//! with churn and another pass runs (at most a few), which repairs exactly those rows.
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +45,9 @@ pub struct BackfillCursor {
     pub tie_offset: Option<u32>,
     /// The pass has listed every user.
     pub done: bool,
+    /// Which pass of the job this is (0 = the first; see the runner's count check).
+    #[serde(default)]
+    pub pass: u32,
 }
 
 /// One user as listed: its id and creation time (ms). Users without a numeric
@@ -83,6 +93,17 @@ impl BackfillCursor {
 
     /// Plans a fetched page (users in the order Clerk returned them).
     pub fn plan(&self, page: &[Listed], limit: u32) -> PagePlan {
+        let mut plan = self.plan_in_pass(page, limit);
+        plan.next.pass = self.pass;
+        plan
+    }
+
+    /// The first cursor of the next pass.
+    pub fn next_pass(&self) -> BackfillCursor {
+        BackfillCursor { pass: self.pass + 1, ..BackfillCursor::default() }
+    }
+
+    fn plan_in_pass(&self, page: &[Listed], limit: u32) -> PagePlan {
         let full = page.len() as u32 >= limit;
         let window_start = epoch(self.from_ms.unwrap_or(0));
         let seen = |id: &str| self.seen_at_from.iter().any(|s| s == id);
@@ -99,12 +120,18 @@ impl BackfillCursor {
             let mut seen_at_from = self.seen_at_from.clone();
             seen_at_from.extend(new_users.iter().map(|&i| page[i].id.clone()));
             if full {
-                let next =
-                    BackfillCursor { from_ms: Some(t), seen_at_from, tie_offset: Some(offset + limit), done: false };
+                let next = BackfillCursor {
+                    from_ms: Some(t),
+                    seen_at_from,
+                    tie_offset: Some(offset + limit),
+                    done: false,
+                    pass: 0,
+                };
                 return PagePlan { new_users, reconcile: None, next };
             }
             let reconcile = ReconcileWindow { from: epoch(t), to: Some(epoch(t + 1)), ids: seen_at_from };
-            let next = BackfillCursor { from_ms: Some(t + 1), seen_at_from: vec![], tie_offset: None, done: false };
+            let next =
+                BackfillCursor { from_ms: Some(t + 1), seen_at_from: vec![], tie_offset: None, done: false, pass: 0 };
             return PagePlan { new_users, reconcile: Some(reconcile), next };
         }
 
@@ -119,12 +146,14 @@ impl BackfillCursor {
             // A whole page in one millisecond: switch to offset paging inside it.
             let mut seen_at_from = if Some(max) == self.from_ms { self.seen_at_from.clone() } else { vec![] };
             seen_at_from.extend(new_users.iter().map(|&i| page[i].id.clone()));
-            let next = BackfillCursor { from_ms: Some(max), seen_at_from, tie_offset: Some(limit), done: false };
+            let next =
+                BackfillCursor { from_ms: Some(max), seen_at_from, tie_offset: Some(limit), done: false, pass: 0 };
             return PagePlan { new_users, reconcile: None, next };
         }
         let seen_at_max = page.iter().filter(|u| u.created_ms == max).map(|u| u.id.clone()).collect();
         let reconcile = ReconcileWindow { from: window_start, to: Some(epoch(max)), ids: all_ids() };
-        let next = BackfillCursor { from_ms: Some(max), seen_at_from: seen_at_max, tie_offset: None, done: false };
+        let next =
+            BackfillCursor { from_ms: Some(max), seen_at_from: seen_at_max, tie_offset: None, done: false, pass: 0 };
         PagePlan { new_users, reconcile: Some(reconcile), next }
     }
 }
@@ -158,7 +187,8 @@ mod tests {
                 from_ms: Some(30),
                 seen_at_from: vec!["c".into(), "d".into()],
                 tie_offset: None,
-                done: false
+                done: false,
+                pass: 0
             }
         );
         let w = plan.reconcile.unwrap();
@@ -176,7 +206,8 @@ mod tests {
 
     #[test]
     fn a_crowded_millisecond_is_paged_by_offset_then_left() {
-        let c = BackfillCursor { from_ms: Some(5), seen_at_from: vec!["a".into()], tie_offset: None, done: false };
+        let c =
+            BackfillCursor { from_ms: Some(5), seen_at_from: vec!["a".into()], tie_offset: None, done: false, pass: 2 };
         // A full page all at t=5 (a seen before).
         let plan = c.plan(&users(&[("a", 5), ("b", 5), ("c", 5)]), 3);
         assert_eq!(plan.new_users, vec![1, 2]);
@@ -190,7 +221,7 @@ mod tests {
         let w = plan2.reconcile.unwrap();
         assert_eq!((w.from, w.to), (epoch(5), Some(epoch(6))));
         assert_eq!(w.ids, vec!["a", "b", "c", "d"]);
-        assert_eq!(plan2.next, BackfillCursor { from_ms: Some(6), ..Default::default() });
+        assert_eq!(plan2.next, BackfillCursor { from_ms: Some(6), pass: 2, ..Default::default() });
         assert_eq!(plan2.next.query(3)[2], ("created_at_after", "5".to_string()));
     }
 
@@ -203,7 +234,13 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_through_json() {
-        let c = BackfillCursor { from_ms: Some(1), seen_at_from: vec!["x".into()], tie_offset: Some(3), done: false };
+        let c = BackfillCursor {
+            from_ms: Some(1),
+            seen_at_from: vec!["x".into()],
+            tie_offset: Some(3),
+            done: false,
+            pass: 1,
+        };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(serde_json::from_value::<BackfillCursor>(v).unwrap(), c);
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::clerk_api::ClerkApiError;
+use super::clerk_api::{ClerkApi, ClerkApiError};
 use super::cursor::{BackfillCursor, Listed, PagePlan};
 use super::BackfillContext;
 use crate::crypto::CryptoError;
@@ -116,9 +116,8 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
     let api = ctx.clerk.client(integration.secret_key(keyring)?.ok_or(JobError::NoSecretKey)?);
     let pool = ctx.pools.pool(&integration.id, &integration.database_url(keyring)?)?;
     let owner = ctx.settings.instance_id.as_str();
-    let ttl = ctx.settings.backfill.lease_ttl;
 
-    let pass_started_at = match job.pass_started_at {
+    let mut pass_started_at = match job.pass_started_at {
         Some(t) => t,
         None => {
             let expected = api.count_users().await?;
@@ -129,11 +128,59 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
             now
         }
     };
-    let cursor: BackfillCursor =
+    let mut cursor: BackfillCursor =
         job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-    if cursor.done {
-        return Ok(Stop::Finished);
+    loop {
+        if !cursor.done {
+            match run_pass(ctx, job, &api, &pool, cursor.clone(), pass_started_at).await? {
+                Stop::Finished => {}
+                other => return Ok(other),
+            }
+        }
+        // The pass is complete. If Clerk's count and the table's live rows disagree, users
+        // were deleted behind the cursor (or created after the last page): pass again.
+        if cursor.pass + 1 >= MAX_PASSES {
+            return Ok(Stop::Finished);
+        }
+        let in_clerk = api.count_users().await?;
+        let live = live_rows(&pool).await?;
+        if in_clerk == live {
+            return Ok(Stop::Finished);
+        }
+        tracing::info!(in_clerk, live, pass = cursor.pass + 1, "counts differ after a pass; running another");
+        cursor = cursor.next_pass();
+        pass_started_at = Utc::now();
+        let checkpoint = serde_json::to_value(&cursor).expect("cursor serialises");
+        if !ctx.store.start_pass(&job.id, owner, pass_started_at, in_clerk).await?
+            || !ctx
+                .store
+                .checkpoint_job(&job.id, owner, JobProgress::default(), &checkpoint, ctx.settings.backfill.lease_ttl)
+                .await?
+        {
+            return Ok(Stop::LeaseLost);
+        }
     }
+}
+
+/// Passes per job at most: the first, plus repairs while the provider churned.
+const MAX_PASSES: u32 = 3;
+
+async fn live_rows(pool: &deadpool_postgres::Pool) -> Result<i64, ProjectDbError> {
+    let client = pool.get().await?;
+    Ok(client.query_one("SELECT count(*) FROM capydb_auth.users WHERE deleted_at IS NULL", &[]).await?.get(0))
+}
+
+/// One pass from `cursor` to its last page, fetch and write pipelined.
+async fn run_pass(
+    ctx: &BackfillContext,
+    job: &JobRow,
+    api: &ClerkApi,
+    pool: &deadpool_postgres::Pool,
+    cursor: BackfillCursor,
+    pass_started_at: DateTime<Utc>,
+) -> Result<Stop, JobError> {
+    let owner = ctx.settings.instance_id.as_str();
+    let ttl = ctx.settings.backfill.lease_ttl;
     let limit = ctx.clerk.settings().page_size;
     let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
 
@@ -156,7 +203,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
 
     let writer = async {
         while let Some(page) = rx.recv().await {
-            let (written, stale, reconciled) = write_page(&pool, &page, pass_started_at).await?;
+            let (written, stale, reconciled) = write_page(pool, &page, pass_started_at).await?;
             let progress = JobProgress {
                 pages: 1,
                 users_fetched: page.fetched,

@@ -1,5 +1,6 @@
 //! Integration tests: the real server, real Postgres, the real client crate, real HTTP.
 mod helpers;
 
+mod backfill;
 mod lifecycle;
 mod webhooks;

@@ -1,0 +1,413 @@
+//! Issue 4: Clerk backfill against the fake Backend API over real HTTP — completeness,
+//! churn, webhook precedence, rate limits and failures, crash and resume, replicas,
+//! deletion repair, progress.
+use crate::helpers::*;
+use capydb_auth_sync_client::{BackfillJob, BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
+use fake_clerk::{Fault, RateLimit};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn clerk_request(project: &str, db: &str, key: &str) -> ConfigureIntegrationRequest {
+    ConfigureIntegrationRequest {
+        project_id: project.into(),
+        provider: Provider::Clerk as i32,
+        database_url: db.into(),
+        credentials: Some(Credentials { secret_key: key.into(), webhook_signing_secret: String::new() }),
+    }
+}
+
+async fn fake(users: usize) -> FakeClerk {
+    FakeClerk::start(FakeClerkConfig { users, rate_limit: None, ..Default::default() }).await.unwrap()
+}
+
+async fn app_for(clerk: &FakeClerk, page_size: u32) -> TestApp {
+    TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(move |s| s.clerk.page_size = page_size),
+        ..Default::default()
+    })
+    .await
+}
+
+/// The columns SPEC §2 derives from a Clerk user, computed here independently.
+fn expected_row(user: &Value) -> UserRow {
+    let s = |k: &str| user[k].as_str().map(str::to_string);
+    let t = |k: &str| user[k].as_i64().map(ms);
+    let primary = user["primary_email_address_id"].as_str();
+    let email = user["email_addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| primary.is_some() && e["id"].as_str() == primary)
+        .and_then(|e| e["email_address"].as_str().map(str::to_string));
+    UserRow {
+        email,
+        first_name: s("first_name"),
+        last_name: s("last_name"),
+        username: s("username"),
+        image_url: s("image_url"),
+        created_at: t("created_at"),
+        updated_at: t("updated_at"),
+        last_sign_in_at: t("last_sign_in_at"),
+        deleted_at: None,
+        raw: Some(user.clone()),
+    }
+}
+
+/// Asserts the table holds exactly the fake's users (live) plus `deleted` ids soft-deleted.
+async fn assert_table_mirrors(app: &TestApp, clerk: &FakeClerk, deleted: &[String]) {
+    let table = users_table(&app.project().await).await;
+    let live: Vec<_> = table.iter().filter(|(_, r)| r.deleted_at.is_none()).collect();
+    let snapshot = clerk.users_snapshot();
+    assert_eq!(live.len(), snapshot.len(), "live rows = users at Clerk");
+    for user in &snapshot {
+        let id = user["id"].as_str().unwrap();
+        assert_eq!(table.get(id), Some(&expected_row(user)), "row of {id}");
+    }
+    for id in deleted {
+        assert!(table[id].deleted_at.is_some(), "{id} is soft-deleted");
+    }
+}
+
+fn succeeded(job: &BackfillJob) {
+    assert_eq!(job.state, BackfillState::Succeeded as i32, "job ended {:?}: {}", job.state, job.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_users_all_land_with_correct_columns() {
+    let clerk = fake(5_000).await;
+    let app = app_for(&clerk, 500).await;
+    let integration =
+        app.client.configure_integration(clerk_request("big", &app.project_url, clerk.secret_key())).await.unwrap();
+    assert_eq!(
+        integration.state,
+        client::IntegrationState::Backfilling as i32,
+        "configure starts the initial backfill"
+    );
+    let job = app.wait_backfill_done("big").await;
+    succeeded(&job);
+    assert_eq!((job.users_fetched, job.users_written, job.users_stale, job.users_expected), (5_000, 5_000, 0, 5_000));
+    assert_eq!(job.pages, 11, "10 full pages of 500 and the empty last page");
+    assert_table_mirrors(&app, &clerk, &[]).await;
+    // Never more than 500 per request, always keyset-ordered.
+    for r in clerk.users_requests().iter().filter(|r| r.param("order_by").is_some()) {
+        assert_eq!(r.param("limit"), Some("500"));
+        assert_eq!(r.param("order_by"), Some("+created_at"));
+        assert!(r.param("offset").is_none(), "no offset paging outside a crowded millisecond");
+    }
+    let status = app.client.get_sync_status("big", Provider::Clerk).await.unwrap();
+    assert_eq!((status.users_total, status.users_deleted), (5_000, 0));
+    assert_eq!(status.last_backfill.unwrap().id, job.id);
+    assert!(status.current_backfill.is_none());
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"capydb_auth_sync_backfill_users_total{stage="written"}"#), "{metrics}");
+    assert!(metrics.contains("capydb_auth_sync_backfills_running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_created_and_deleted_during_the_backfill_end_exactly_as_at_clerk() {
+    let clerk = fake(1_000).await;
+    // First fill, then a second backfill while Clerk churns.
+    let app = app_for(&clerk, 50).await;
+    app.client.configure_integration(clerk_request("churn", &app.project_url, clerk.secret_key())).await.unwrap();
+    succeeded(&app.wait_backfill_done("churn").await);
+
+    let ids = clerk.user_ids();
+    let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = deleted.clone();
+    // On each of the first 12 page requests: delete one user ahead of the cursor and one
+    // behind it, and create a user.
+    let base = clerk.stats().users_requests_admitted;
+    clerk.on_users_request(move |info, users| {
+        if info.param("order_by").is_none() || info.seq <= base || info.seq - base > 14 {
+            return;
+        }
+        let k = info.seq - base;
+        for victim in [ids[999 - k * 7].clone(), ids[k * 3].clone()] {
+            if users.delete(&victim).is_some() {
+                log.lock().unwrap().push(victim);
+            }
+        }
+        users.create();
+    });
+    let job = app.client.run_backfill("churn", Provider::Clerk).await.unwrap();
+    let done = app.wait_backfill_done("churn").await;
+    assert_eq!(done.id, job.id);
+    succeeded(&done);
+    let deleted = deleted.lock().unwrap().clone();
+    assert!(deleted.len() >= 20);
+    assert_table_mirrors(&app, &clerk, &deleted).await;
+    assert_eq!(done.deletions_reconciled as usize, deleted.len());
+}
+
+#[tokio::test]
+async fn a_row_a_webhook_made_newer_keeps_the_webhook_version() {
+    let clerk = fake(300).await;
+    let app = app_for(&clerk, 50).await;
+    let whsec = new_whsec();
+    // Hold the first page so the webhook lands before the backfill reaches the user.
+    let gate = clerk.pause_users_request(2);
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            credentials: Some(Credentials {
+                secret_key: clerk.secret_key().into(),
+                webhook_signing_secret: whsec.clone(),
+            }),
+            ..clerk_request("wh", &app.project_url, "")
+        })
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    let mut newer = clerk.users_snapshot()[200].clone();
+    let id = newer["id"].as_str().unwrap().to_string();
+    newer["first_name"] = json!("Changed By Webhook");
+    newer["updated_at"] = json!(newer["updated_at"].as_i64().unwrap() + 60_000);
+    assert_eq!(app.send_clerk("wh", &whsec, &clerk_event("user.updated", newer.clone(), 1)).await.0, 200);
+    gate.release();
+    let job = app.wait_backfill_done("wh").await;
+    succeeded(&job);
+    assert_eq!(job.users_stale, 1, "the backfill's older copy was skipped");
+    let row = users_table(&app.project().await).await[&id].clone();
+    assert_eq!(row.first_name.as_deref(), Some("Changed By Webhook"));
+    assert_eq!(row.raw, Some(newer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_respected() {
+    let clerk = FakeClerk::start(FakeClerkConfig {
+        users: 400,
+        rate_limit: Some(RateLimit { capacity: 5, refill_per_sec: 5.0 }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 25;
+            s.clerk.rate_limit_test = 5;
+            s.clerk.rate_window = Duration::from_secs(1);
+        }),
+        ..Default::default()
+    })
+    .await;
+    app.client.configure_integration(clerk_request("rl", &app.project_url, clerk.secret_key())).await.unwrap();
+    let job = app.wait_backfill_done("rl").await;
+    succeeded(&job);
+    assert_eq!(job.users_written, 400);
+    assert_eq!(clerk.rate_limited_count(), 0, "the client-side limiter kept under Clerk's");
+    assert!(clerk.max_requests_in_window(Duration::from_secs(1)) <= 5 + 1);
+}
+
+#[tokio::test]
+async fn retry_after_5xx_timeouts_and_truncated_bodies_are_retried() {
+    let clerk = fake(120).await;
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 40;
+            s.clerk.timeout = Duration::from_millis(500);
+        }),
+        ..Default::default()
+    })
+    .await;
+    // Request 1 is the key check; faults hit the backfill's pages.
+    let gate = clerk.pause_users_request(2);
+    app.client.configure_integration(clerk_request("flaky", &app.project_url, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+    clerk.inject_faults([
+        Fault::Status(429),
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Delay(Duration::from_secs(2)),
+        Fault::Truncate,
+    ]);
+    gate.release();
+    let job = app.wait_backfill_done("flaky").await;
+    succeeded(&job);
+    assert_eq!(job.users_written, 120);
+    assert_eq!(clerk.pending_faults(), 0);
+    // Retry-After: 1 was honoured: the request after the 429 came at least a second later.
+    let reqs = clerk.users_requests();
+    let i = reqs.iter().position(|r| r.status == 429).expect("a 429 was served");
+    assert!(reqs[i + 1].received_at - reqs[i].received_at >= Duration::from_millis(950));
+    assert_table_mirrors(&app, &clerk, &[]).await;
+}
+
+#[tokio::test]
+async fn a_rejected_key_fails_the_job_at_once_with_a_clear_message() {
+    let clerk = fake(50).await;
+    let app = app_for(&clerk, 10).await;
+    let gate = clerk.pause_users_request(2);
+    app.client.configure_integration(clerk_request("revoked", &app.project_url, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+    clerk.inject_fault(Fault::Status(401));
+    gate.release();
+    let job = app.wait_backfill_done("revoked").await;
+    assert_eq!(job.state, BackfillState::Failed as i32);
+    assert!(job.error.contains("Clerk rejected the secret key"), "{}", job.error);
+    assert_eq!(clerk.users_requests().len(), 2, "no retry after a 401");
+    let status = app.client.get_sync_status("revoked", Provider::Clerk).await.unwrap();
+    assert_eq!(status.integration.unwrap().state, client::IntegrationState::NeedsAttention as i32);
+    assert!(status.verdict.contains("failed"), "{}", status.verdict);
+    assert_no_leaks(&app, &[clerk.secret_key()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_the_backfill_from_its_checkpoint() {
+    let clerk = fake(2_000).await;
+    let keyring = test_keyring_spec("k1");
+    let control = new_control_db().await;
+    let project = new_project_db().await;
+    let opts = |clerk: &FakeClerk| TestOptions {
+        control_url: Some(control.clone()),
+        project_url: Some(project.clone()),
+        keyring: Some(keyring.clone()),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 100),
+    };
+    let app = TestApp::spawn_with(opts(&clerk)).await;
+    // Request 1 = key check, 2..=7 = pages 1..6; page 7 is held while the server dies.
+    let gate = clerk.pause_users_request(8);
+    app.client.configure_integration(clerk_request("crash", &project, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+    let ctl = connect(&control).await;
+    // The writer runs one page behind the fetcher; wait until page 6 is committed.
+    let mut checkpoint = Value::Null;
+    for _ in 0..400 {
+        let row = ctl.query_one("SELECT pages, checkpoint FROM capydb_auth_sync.backfill_jobs", &[]).await.unwrap();
+        if row.get::<_, i64>(0) == 6 {
+            checkpoint = row.get::<_, Option<Value>>(1).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(checkpoint["from_ms"].is_i64(), "six pages were checkpointed");
+    app.kill().await;
+    gate.release();
+    let before = clerk.users_requests().len();
+
+    let app = TestApp::spawn_with(opts(&clerk)).await;
+    let job = app.wait_backfill_done("crash").await;
+    succeeded(&job);
+    assert_eq!(job.resumes, 1);
+    let after: Vec<_> = clerk.users_requests().into_iter().skip(before).collect();
+    let resume_from = (checkpoint["from_ms"].as_i64().unwrap() - 1).to_string();
+    assert_eq!(after[0].param("created_at_after"), Some(resume_from.as_str()), "resumed at the checkpoint");
+    assert!(after.iter().all(|r| r.param("created_at_after").is_some()), "the first pages were not fetched again");
+    assert!(after.len() <= 16, "{} requests after the restart", after.len());
+    assert_table_mirrors(&app, &clerk, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_one_backfill() {
+    let clerk = fake(600).await;
+    let keyring = test_keyring_spec("k1");
+    let control = new_control_db().await;
+    let project = new_project_db().await;
+    let opts = || TestOptions {
+        control_url: Some(control.clone()),
+        project_url: Some(project.clone()),
+        keyring: Some(keyring.clone()),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 100),
+    };
+    let a = TestApp::spawn_with(opts()).await;
+    let b = TestApp::spawn_with(opts()).await;
+    let gate = clerk.pause_users_request(3);
+    a.client.configure_integration(clerk_request("rep", &project, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+    let (ja, jb) =
+        tokio::join!(a.client.run_backfill("rep", Provider::Clerk), b.client.run_backfill("rep", Provider::Clerk));
+    let (ja, jb) = (ja.unwrap(), jb.unwrap());
+    assert_eq!(ja.id, jb.id, "both replicas return the one running job");
+    gate.release();
+    let done = b.wait_backfill_done("rep").await;
+    assert_eq!(done.id, ja.id);
+    succeeded(&done);
+    let first_pages = clerk
+        .users_requests()
+        .iter()
+        .filter(|r| r.param("order_by").is_some() && r.param("created_at_after").is_none())
+        .count();
+    assert_eq!(first_pages, 1, "the first page was fetched once: one runner");
+    let jobs: i64 = connect(&control)
+        .await
+        .query_one("SELECT count(*) FROM capydb_auth_sync.backfill_jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1);
+    assert_eq!(done.users_written, 600);
+}
+
+#[tokio::test]
+async fn a_deletion_no_webhook_saw_is_repaired_by_the_next_backfill() {
+    let clerk = fake(80).await;
+    let app = app_for(&clerk, 30).await;
+    app.client.configure_integration(clerk_request("repair", &app.project_url, clerk.secret_key())).await.unwrap();
+    succeeded(&app.wait_backfill_done("repair").await);
+    let ids = clerk.user_ids();
+    let gone: Vec<String> = [3usize, 31, 79].iter().map(|&i| ids[i].clone()).collect();
+    for id in &gone {
+        assert!(clerk.delete_user(id));
+    }
+    let job = app.client.run_backfill("repair", Provider::Clerk).await.unwrap();
+    let done = app.wait_backfill_done("repair").await;
+    assert_eq!(done.id, job.id);
+    succeeded(&done);
+    assert_eq!(done.deletions_reconciled, 3);
+    assert_eq!(done.users_stale, 77, "unchanged users are not rewritten");
+    assert_table_mirrors(&app, &clerk, &gone).await;
+    let status = app.client.get_sync_status("repair", Provider::Clerk).await.unwrap();
+    assert_eq!((status.users_total, status.users_deleted), (80, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_backfill_streams_increasing_progress_until_a_terminal_state() {
+    let clerk = fake(1_500).await;
+    let app = app_for(&clerk, 100).await;
+    let gate = clerk.pause_users_request(2);
+    app.client.configure_integration(clerk_request("watch", &app.project_url, clerk.secret_key())).await.unwrap();
+    let mut stream = app.client.watch_backfill("watch", Provider::Clerk).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(BackfillState::try_from(first.state).unwrap(), BackfillState::Queued | BackfillState::Running));
+    gate.release();
+    let mut snapshots = vec![first];
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.unwrap() {
+        snapshots.push(item.unwrap());
+    }
+    let last = snapshots.last().unwrap();
+    succeeded(last);
+    assert_eq!(last.users_written, 1_500);
+    assert!(snapshots.len() >= 3, "{} snapshots", snapshots.len());
+    for pair in snapshots.windows(2) {
+        assert!(pair[1].users_written >= pair[0].users_written && pair[1].pages >= pair[0].pages);
+    }
+    assert!(
+        snapshots.iter().any(|s| s.users_written > 0 && s.users_written < 1_500),
+        "intermediate progress was streamed"
+    );
+}
+
+#[tokio::test]
+async fn webhook_only_providers_have_no_backfill() {
+    let app = TestApp::spawn().await;
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            project_id: "a0".into(),
+            provider: Provider::Auth0 as i32,
+            database_url: app.project_url.clone(),
+            credentials: Some(Credentials {
+                secret_key: String::new(),
+                webhook_signing_secret: "auth0-shared-secret-123".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let err = app.client.run_backfill("a0", Provider::Unspecified).await.unwrap_err();
+    let status = err.status().unwrap();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains("webhook-only"), "{}", status.message());
+}
