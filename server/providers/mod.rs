@@ -3,6 +3,8 @@
 //!
 //! Adding a provider means: a variant of [`ProviderKind`], a module with `verify` and
 //! `parse`, and one arm in each dispatch function below.
+pub mod auth0;
+pub mod better_auth;
 pub mod clerk;
 pub mod svix;
 pub mod timestamps;
@@ -56,7 +58,7 @@ impl ProviderKind {
 
     /// Whether this build can receive the provider's webhooks.
     pub fn supports_webhooks(self) -> bool {
-        matches!(self, ProviderKind::Clerk)
+        true
     }
 }
 
@@ -111,7 +113,8 @@ pub fn verify(
 ) -> Result<Option<String>, VerifyError> {
     match provider {
         ProviderKind::Clerk => svix::verify(secret, headers, body, now).map(Some),
-        ProviderKind::Auth0 | ProviderKind::BetterAuth => Err(VerifyError::BadSecret),
+        ProviderKind::Auth0 => auth0::verify(secret, headers).map(|()| None),
+        ProviderKind::BetterAuth => better_auth::verify(secret, headers, body).map(|()| None),
     }
 }
 
@@ -119,6 +122,7 @@ pub fn verify(
 pub fn parse(provider: ProviderKind, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
     match provider {
         ProviderKind::Clerk => clerk::parse_event(body, received_at),
-        ProviderKind::Auth0 | ProviderKind::BetterAuth => Err(ParseError::Field("provider")),
+        ProviderKind::Auth0 => auth0::parse(body, received_at),
+        ProviderKind::BetterAuth => better_auth::parse(body, received_at),
     }
 }

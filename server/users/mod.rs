@@ -4,5 +4,5 @@ pub mod record;
 pub mod schema;
 pub mod writer;
 
-pub use record::{UserChange, UserDeletion, UserRecord};
+pub use record::{UserChange, UserDeletion, UserRecord, UserSighting};
 pub use writer::{MergeOutcome, UsersWriter};

@@ -31,11 +31,27 @@ pub struct UserDeletion {
     pub raw: Value,
 }
 
+/// A partial fact from an activity log (Auth0 Log Streams): it changes only the columns it
+/// knows. A signup inserts a minimal row if the user is unknown; a login moves
+/// `last_sign_in_at` forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSighting {
+    pub id: String,
+    /// Insert `(id, email, raw)` when no row exists (signup).
+    pub insert_if_absent: bool,
+    pub email: Option<String>,
+    /// Moves `last_sign_in_at` forward, never back (login).
+    pub signed_in_at: Option<DateTime<Utc>>,
+    /// What the log record carried; stored as `raw` only when a row is inserted.
+    pub raw: Value,
+}
+
 /// One change a delivery or a backfill page asks of the users table.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserChange {
     Upsert(UserRecord),
     Delete(UserDeletion),
+    Sighting(UserSighting),
 }
 
 impl UserChange {
@@ -43,6 +59,7 @@ impl UserChange {
         match self {
             UserChange::Upsert(r) => &r.id,
             UserChange::Delete(d) => &d.id,
+            UserChange::Sighting(s) => &s.id,
         }
     }
 }

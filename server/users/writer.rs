@@ -9,12 +9,14 @@
 //! 2. deletion is a soft delete and sticky: `deleted_at` is set once and never cleared — the
 //!    upsert below does not name the column; a delete of an unknown user inserts a tombstone;
 //!    a late update may fill a tombstone's other columns (its `updated_at` is NULL);
-//! 3. `raw` is stored as given; typed columns were derived from it by the provider module.
+//! 3. `raw` is stored as given; typed columns were derived from it by the provider module;
+//! 4. a sighting (an activity-log fact) touches only what it knows: a signup inserts a
+//!    minimal row if none exists, a login moves `last_sign_in_at` forward, never back.
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 
-use super::record::{UserChange, UserDeletion, UserRecord};
+use super::record::{UserChange, UserDeletion, UserRecord, UserSighting};
 use crate::project_db::ProjectDbError;
 
 /// What one change did to the table.
@@ -34,6 +36,8 @@ pub enum MergeOutcome {
     Tombstoned,
     /// The row was already deleted; nothing changed.
     AlreadyDeleted,
+    /// A login of a user the table does not know; nothing changed.
+    UnknownUser,
 }
 
 impl MergeOutcome {
@@ -75,6 +79,19 @@ WHERE u.updated_at IS NULL
    OR (EXCLUDED.updated_at = u.updated_at AND u.raw IS DISTINCT FROM EXCLUDED.raw)
 RETURNING u.id, (xmax = 0) AS inserted";
 
+/// Signup: insert a minimal row if absent; a sign-in time only moves forward.
+const SIGHTING_INSERT: &str = "
+INSERT INTO capydb_auth.users AS u (id, email, last_sign_in_at, raw) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET last_sign_in_at = EXCLUDED.last_sign_in_at
+WHERE EXCLUDED.last_sign_in_at IS NOT NULL
+  AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < EXCLUDED.last_sign_in_at)
+RETURNING (xmax = 0) AS inserted";
+
+/// Login of a known user: `last_sign_in_at` only moves forward.
+const SIGHTING_LOGIN: &str = "
+UPDATE capydb_auth.users SET last_sign_in_at = $2
+WHERE id = $1 AND (last_sign_in_at IS NULL OR last_sign_in_at < $2)";
+
 const DELETE: &str = "
 INSERT INTO capydb_auth.users AS u (id, deleted_at, raw) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
@@ -101,7 +118,25 @@ impl UsersWriter {
         match change {
             UserChange::Upsert(record) => Self::upsert_one(c, record).await,
             UserChange::Delete(deletion) => Self::delete(c, deletion).await,
+            UserChange::Sighting(sighting) => Self::sighting(c, sighting).await,
         }
+    }
+
+    async fn sighting(c: &impl GenericClient, s: &UserSighting) -> Result<MergeOutcome, ProjectDbError> {
+        if s.insert_if_absent {
+            let row = c.query_opt(SIGHTING_INSERT, &[&s.id, &s.email, &s.signed_in_at, &s.raw]).await?;
+            return Ok(match row {
+                Some(r) if r.get::<_, bool>(0) => MergeOutcome::Inserted,
+                Some(_) => MergeOutcome::Updated,
+                None => MergeOutcome::Duplicate,
+            });
+        }
+        let Some(at) = s.signed_in_at else { return Ok(MergeOutcome::Duplicate) };
+        if c.execute(SIGHTING_LOGIN, &[&s.id, &at]).await? == 1 {
+            return Ok(MergeOutcome::Updated);
+        }
+        let known = c.query_opt("SELECT 1 FROM capydb_auth.users WHERE id = $1", &[&s.id]).await?.is_some();
+        Ok(if known { MergeOutcome::Stale } else { MergeOutcome::UnknownUser })
     }
 
     async fn upsert_one(c: &impl GenericClient, record: &UserRecord) -> Result<MergeOutcome, ProjectDbError> {

@@ -138,7 +138,7 @@ async fn apply(
 fn summarise(outcomes: &[MergeOutcome]) -> WebhookOutcome {
     if outcomes.iter().any(|o| o.changed()) {
         WebhookOutcome::Applied
-    } else if outcomes.contains(&MergeOutcome::Stale) {
+    } else if outcomes.iter().any(|o| matches!(o, MergeOutcome::Stale | MergeOutcome::UnknownUser)) {
         WebhookOutcome::IgnoredStale
     } else {
         WebhookOutcome::IgnoredDuplicate

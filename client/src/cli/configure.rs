@@ -112,8 +112,10 @@ fn next_steps(provider: Provider, i: &Integration) -> String {
         )),
         Provider::Unspecified => {}
     }
-    if !i.has_credentials {
+    if !i.has_credentials && !i.has_webhook_secret {
         text.push_str("\nWarning: no credentials are stored yet; the integration cannot sync.\n");
+    } else if !i.has_credentials {
+        text.push_str("\nNo secret key: webhooks keep the table live, but existing users are not backfilled.\n");
     }
     text.push_str(&format!(
         "\nCheck it any time with: capydb-auth-sync-admin status {project} --provider {}",
