@@ -76,7 +76,7 @@ async fn postgres() -> &'static (LocalPostgres, String) {
         let pg = match std::env::var("CAPYDB_TEST_PG_URL") {
             Ok(url) => LocalPostgres { base_url: url.trim_end_matches('/').to_string(), throwaway: false },
             Err(_) => {
-                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-pg");
+                let dir = repo_root().join("target").join("test-pg");
                 local_postgres::ensure(&dir).await.expect("a Postgres server for the tests")
             }
         };
@@ -98,17 +98,14 @@ async fn prepare_template(pg: &LocalPostgres) -> String {
     let c = admin(pg).await;
     // One harness at a time prepares (several test binaries may start together).
     c.execute("SELECT pg_advisory_lock(7312001)", &[]).await.unwrap();
-    let stale = c
-        .query(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE 'capytest\\_%' \
-             AND (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = pg_database.datname) = 0",
-            &[],
-        )
-        .await
-        .unwrap();
+    let stale = c.query("SELECT datname::text FROM pg_database WHERE datname LIKE 'capytest\\_%'", &[]).await.unwrap();
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
     for row in stale {
         let name: String = row.get(0);
-        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+        let created: u64 = name.split('_').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if created < hour_ago {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        }
     }
     let template = format!("capytpl_control_{}", migrations_fingerprint());
     let exists = c.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template]).await.unwrap().is_some();
@@ -135,7 +132,7 @@ async fn prepare_template(pg: &LocalPostgres) -> String {
 
 fn migrations_fingerprint() -> String {
     use sha2::Digest;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("server/store/migrations");
+    let dir = repo_root().join("server/store/migrations");
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let mut h = sha2::Sha256::new();
@@ -145,8 +142,21 @@ fn migrations_fingerprint() -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+/// Test databases are named `capytest_<unix seconds>_<kind>_<random>`, so a later run can
+/// drop leftovers by age without touching a run in progress.
 fn unique(prefix: &str) -> String {
-    format!("capytest_{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    format!("capytest_{secs}_{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The repository root (this harness is also compiled into the client crate's tests).
+pub fn repo_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("server").is_dir() {
+        manifest.to_path_buf()
+    } else {
+        manifest.parent().expect("client/ has a parent").to_path_buf()
+    }
 }
 
 /// A fresh control database (migrated, from the template).
@@ -434,7 +444,7 @@ pub async fn assert_no_leaks(app: &TestApp, secrets: &[&str]) {
 
 /// Reads a fixture from ../shared/fixtures.
 pub fn fixture(path: &str) -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(path);
+    let p = repo_root().join("../shared/fixtures").join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
