@@ -3,4 +3,5 @@ mod helpers;
 
 mod backfill;
 mod lifecycle;
+mod operations;
 mod webhooks;

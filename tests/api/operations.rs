@@ -1,0 +1,157 @@
+//! Running it: the real binary's start-up checks and SIGTERM, the control database going
+//! away, graceful shutdown handing a backfill over.
+use crate::helpers::*;
+use capydb_auth_sync_client::{BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn server_binary() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAPYDB_AUTH_SYNC_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_without_keys_and_says_what_to_set() {
+    let control = new_control_db().await;
+    let out = tokio::task::spawn_blocking(move || {
+        server_binary().env("CAPYDB_AUTH_SYNC_DATABASE_URL", control).env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", TEST_TOKEN).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAPYDB_AUTH_SYNC_MASTER_KEYS") && err.contains("--dev"), "{err}");
+
+    let out = tokio::task::spawn_blocking(|| server_binary().env("CAPYDB_AUTH_SYNC_MASTER_KEYS", "k1:short").output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAPYDB_AUTH_SYNC_DATABASE_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
+    let control = new_control_db().await;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (grpc, http) = (free(), free());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"))
+        .env("CAPYDB_AUTH_SYNC_DATABASE_URL", &control)
+        .env("CAPYDB_AUTH_SYNC_MASTER_KEYS", test_keyring_spec("k1"))
+        .env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", TEST_TOKEN)
+        .env("CAPYDB_AUTH_SYNC_GRPC_ADDR", grpc.to_string())
+        .env("CAPYDB_AUTH_SYNC_HTTP_ADDR", http.to_string())
+        .env("CAPYDB_AUTH_SYNC_METRICS_ADDR", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..400 {
+        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
+            ready = r.status() == 200;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "the binary serves /readyz");
+    let c = capydb_auth_sync_client::AuthSyncClient::connect(
+        capydb_auth_sync_client::ClientConfig::new(format!("http://{grpc}")).with_token(TEST_TOKEN),
+    )
+    .await
+    .unwrap();
+    assert!(c.list_integrations(None).await.unwrap().is_empty());
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err).await.unwrap();
+    assert!(err.contains("shutdown requested") && err.contains("stopped"), "{err}");
+    assert!(!err.contains(TEST_TOKEN));
+}
+
+#[tokio::test]
+async fn a_control_database_outage_is_503_on_readyz_and_webhooks_and_unavailable_on_grpc() {
+    let control = new_control_db().await;
+    let mut proxy = TcpProxy::start(pg_addr(&control)).await;
+    let app = TestApp::spawn_with(TestOptions { control_url: Some(proxy.url_through(&control)), ..Default::default() }).await;
+    let whsec = new_whsec();
+    app.configure_clerk_webhooks("ctl", &whsec).await;
+
+    proxy.cut().await;
+    let r = app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let r = app.http.get(format!("http://{}/healthz", app.http_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the process is alive");
+    let body = clerk_event("user.created", serde_json::json!({"id": "user_c", "object": "user", "updated_at": 1}), 1);
+    let (status, _) = app.send_clerk("ctl", &whsec, &body).await;
+    assert_eq!(status, 503, "the sender retries later");
+    let err = app.client_with_token(Some(TEST_TOKEN)).list_integrations(None).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+
+    proxy.restore().await;
+    let mut recovered = false;
+    for _ in 0..200 {
+        if app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap().status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(recovered);
+    assert_eq!(app.send_clerk("ctl", &whsec, &body).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once() {
+    let clerk = FakeClerk::start(FakeClerkConfig { users: 900, rate_limit: None, ..Default::default() }).await.unwrap();
+    let keyring = test_keyring_spec("k1");
+    let control = new_control_db().await;
+    let project = new_project_db().await;
+    let opts = || TestOptions {
+        control_url: Some(control.clone()),
+        project_url: Some(project.clone()),
+        keyring: Some(keyring.clone()),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 100;
+            // A lease far longer than the test: only a released lease lets the next server in.
+            s.backfill.lease_ttl = Duration::from_secs(600);
+        }),
+    };
+    let app = TestApp::spawn_with(opts()).await;
+    let gate = clerk.pause_users_request(5);
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            project_id: "handover".into(),
+            provider: Provider::Clerk as i32,
+            database_url: project.clone(),
+            credentials: Some(Credentials { secret_key: clerk.secret_key().into(), webhook_signing_secret: String::new() }),
+        })
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    let shutting_down = tokio::spawn(app.shutdown());
+    gate.release();
+    shutting_down.await.unwrap().expect("clean shutdown");
+    let row = connect(&control).await.query_one("SELECT state, lease_owner FROM capydb_auth_sync.backfill_jobs", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "running");
+    assert_eq!(row.get::<_, Option<String>>(1), None, "the lease was handed back");
+
+    let app = TestApp::spawn_with(opts()).await;
+    let job = app.wait_backfill_done("handover").await;
+    assert_eq!(job.state, BackfillState::Succeeded as i32, "{}", job.error);
+    assert_eq!(job.users_written, 900);
+    assert_eq!(job.resumes, 1, "resumed once, from the checkpoint");
+}
