@@ -4,4 +4,5 @@ mod helpers;
 mod backfill;
 mod lifecycle;
 mod operations;
+mod providers;
 mod webhooks;

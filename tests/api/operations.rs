@@ -19,7 +19,11 @@ fn server_binary() -> std::process::Command {
 async fn the_binary_refuses_to_start_without_keys_and_says_what_to_set() {
     let control = new_control_db().await;
     let out = tokio::task::spawn_blocking(move || {
-        server_binary().env("CAPYDB_AUTH_SYNC_DATABASE_URL", control).env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", TEST_TOKEN).output().unwrap()
+        server_binary()
+            .env("CAPYDB_AUTH_SYNC_DATABASE_URL", control)
+            .env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", TEST_TOKEN)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -27,9 +31,11 @@ async fn the_binary_refuses_to_start_without_keys_and_says_what_to_set() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAPYDB_AUTH_SYNC_MASTER_KEYS") && err.contains("--dev"), "{err}");
 
-    let out = tokio::task::spawn_blocking(|| server_binary().env("CAPYDB_AUTH_SYNC_MASTER_KEYS", "k1:short").output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(|| {
+        server_binary().env("CAPYDB_AUTH_SYNC_MASTER_KEYS", "k1:short").output().unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CAPYDB_AUTH_SYNC_DATABASE_URL"), "{err}");
@@ -73,7 +79,8 @@ async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
 
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap();
     assert_eq!(status.code(), Some(0));
     let mut err = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err).await.unwrap();
@@ -85,7 +92,8 @@ async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
 async fn a_control_database_outage_is_503_on_readyz_and_webhooks_and_unavailable_on_grpc() {
     let control = new_control_db().await;
     let mut proxy = TcpProxy::start(pg_addr(&control)).await;
-    let app = TestApp::spawn_with(TestOptions { control_url: Some(proxy.url_through(&control)), ..Default::default() }).await;
+    let app =
+        TestApp::spawn_with(TestOptions { control_url: Some(proxy.url_through(&control)), ..Default::default() }).await;
     let whsec = new_whsec();
     app.configure_clerk_webhooks("ctl", &whsec).await;
 
@@ -137,7 +145,10 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
             project_id: "handover".into(),
             provider: Provider::Clerk as i32,
             database_url: project.clone(),
-            credentials: Some(Credentials { secret_key: clerk.secret_key().into(), webhook_signing_secret: String::new() }),
+            credentials: Some(Credentials {
+                secret_key: clerk.secret_key().into(),
+                webhook_signing_secret: String::new(),
+            }),
         })
         .await
         .unwrap();
@@ -145,7 +156,11 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     let shutting_down = tokio::spawn(app.shutdown());
     gate.release();
     shutting_down.await.unwrap().expect("clean shutdown");
-    let row = connect(&control).await.query_one("SELECT state, lease_owner FROM capydb_auth_sync.backfill_jobs", &[]).await.unwrap();
+    let row = connect(&control)
+        .await
+        .query_one("SELECT state, lease_owner FROM capydb_auth_sync.backfill_jobs", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "running");
     assert_eq!(row.get::<_, Option<String>>(1), None, "the lease was handed back");
 

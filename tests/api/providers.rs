@@ -1,0 +1,607 @@
+//! Auth0 and Better Auth webhooks over real HTTP: every fixture lands with the SPEC §2 columns
+//! and `raw`, the merge rules hold (stale, duplicate, sticky deletes, log-stream sightings),
+//! bad deliveries get their status and write nothing, counters add up, no secret is logged.
+use crate::helpers::*;
+use capydb_auth_sync_client::SignedRequest;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use client::Provider;
+
+fn applied() -> (u16, Value) {
+    (200, json!({"status": "applied"}))
+}
+
+fn ignored(reason: &str) -> (u16, Value) {
+    (200, json!({"status": "ignored", "reason": reason}))
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    text.parse().expect("test timestamp")
+}
+
+fn s(text: &str) -> Option<String> {
+    Some(text.to_owned())
+}
+
+fn fixture_json(path: &str) -> Value {
+    serde_json::from_str(&fixture(path)).expect("fixture is JSON")
+}
+
+/// A random webhook secret of 40 characters (Auth0 / Better Auth need at least 16).
+fn new_secret(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn configure(app: &TestApp, project: &str, provider: Provider, secret: &str) -> client::Integration {
+    app.client
+        .configure_integration(client::ConfigureIntegrationRequest {
+            project_id: project.into(),
+            provider: provider as i32,
+            database_url: app.project_url.clone(),
+            credentials: Some(client::Credentials { secret_key: String::new(), webhook_signing_secret: secret.into() }),
+        })
+        .await
+        .expect("configure")
+}
+
+async fn stats(app: &TestApp, project: &str, provider: Provider) -> client::WebhookStats {
+    app.client.get_sync_status(project, provider).await.expect("status").webhooks.expect("webhook stats")
+}
+
+/// (applied, stale, duplicate, unhandled, rejected, malformed)
+fn counts(w: &client::WebhookStats) -> (i64, i64, i64, i64, i64, i64) {
+    (w.applied, w.ignored_stale, w.ignored_duplicate, w.ignored_unhandled, w.rejected, w.malformed)
+}
+
+/// The catalog examples' user as a row (created, updated and deleted share the profile).
+fn catalog_row(raw: Value) -> UserRow {
+    UserRow {
+        email: s("john.doe@gmail.com"),
+        first_name: s("John"),
+        last_name: s("Doe"),
+        username: s("johndoe"),
+        image_url: s("https://secure.gravatar.com/avatar/15626c5e0c749cb912f9d1ad48dba440?s=480&r=pg&d=https%3A%2F%2Fssl.gstatic.com%2Fs2%2Fprofiles%2Fimages%2Fsilhouette80.png"),
+        created_at: Some(utc("2025-02-01T12:34:56Z")),
+        updated_at: Some(utc("2025-02-01T12:34:56Z")),
+        last_sign_in_at: Some(utc("2025-02-01T12:34:56Z")),
+        deleted_at: None,
+        raw: Some(raw),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Auth0
+
+#[tokio::test]
+async fn auth0_event_stream_and_action_fixtures_land_with_exact_columns_and_raw() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0");
+    configure(&app, "a0fx", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0fx");
+    let db = app.project().await;
+
+    // Event Streams docs test delivery, bearer auth.
+    let docs = fixture("auth0/event-stream.user.created.docs-test-delivery.json");
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, docs.clone())).await, applied());
+    assert_eq!(
+        users_table(&db).await["auth0|679fb1b1e809445f129bc18d"],
+        UserRow {
+            email: s("nick-testing-21@example.com"),
+            first_name: None,
+            last_name: None,
+            username: None,
+            image_url: s("test.png"),
+            created_at: Some(utc("2025-02-02T17:56:01.566Z")),
+            updated_at: Some(utc("2025-02-02T17:56:01.566Z")),
+            last_sign_in_at: None,
+            deleted_at: None,
+            raw: Some(serde_json::from_str::<Value>(&docs).unwrap()["data"]["object"].clone()),
+        }
+    );
+
+    // Catalog user.created, bare Authorization token.
+    let created = fixture_json("auth0/event-stream.user.created.catalog-example.json");
+    let created_body = created.to_string();
+    assert_eq!(app.send(&url, &SignedRequest::auth0_bare(&secret, created_body)).await, applied());
+    let profile = created["data"]["object"].clone();
+    assert_eq!(users_table(&db).await["auth0|507f1f77bcf86cd799439020"], catalog_row(profile.clone()));
+
+    // Catalog user.updated (same profile, same updated_at), with the com.auth0. prefix.
+    let mut updated = fixture_json("auth0/event-stream.user.updated.catalog-example.json");
+    updated["type"] = json!("com.auth0.user.updated");
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, updated.to_string())).await, ignored("duplicate"));
+
+    // Catalog user.deleted: deleted_at from the profile; the last known columns and raw stay.
+    let deleted = fixture("auth0/event-stream.user.deleted.catalog-example.json");
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, deleted.clone())).await, applied());
+    assert_eq!(
+        users_table(&db).await["auth0|507f1f77bcf86cd799439020"],
+        UserRow { deleted_at: Some(utc("2025-02-01T12:34:56Z")), ..catalog_row(profile.clone()) }
+    );
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, deleted)).await, ignored("duplicate"));
+
+    // The Google profile through an Action envelope.
+    let google = fixture_json("auth0/user-profile.google.docs-example.json");
+    let body = json!({"event": "user.created", "user": google}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, body)).await, applied());
+    let google_row = UserRow {
+        email: s("johnfoo@gmail.com"),
+        first_name: s("John"),
+        last_name: s("Foo"),
+        username: None,
+        image_url: s("https://lh4.googleusercontent.com/-OdsbOXom9qE/AAAAAAAAAAI/AAAAAAAAADU/_j8SzYTOJ4I/photo.jpg"),
+        created_at: None,
+        updated_at: None,
+        last_sign_in_at: None,
+        deleted_at: None,
+        raw: Some(google.clone()),
+    };
+    assert_eq!(users_table(&db).await["google-oauth2|103547991597142817347"], google_row);
+
+    // Action user.deleted without deleted_at: the time of receipt.
+    let before = Utc::now();
+    let body = json!({"event": "user.deleted", "user": google}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::auth0_bare(&secret, body)).await, applied());
+    let after = Utc::now();
+    let row = users_table(&db).await["google-oauth2|103547991597142817347"].clone();
+    let at = row.deleted_at.expect("deleted");
+    assert!(before - chrono::Duration::seconds(1) <= at && at <= after, "{before} <= {at} <= {after}");
+    assert_eq!(row, UserRow { deleted_at: Some(at), ..google_row });
+
+    // Types the sync does not use.
+    let other = json!({"specversion": "1.0", "type": "com.auth0.organization.created", "id": "evt_1",
+                       "time": "2025-02-01T12:34:56Z", "data": {"object": {"id": "org_1"}}});
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, other.to_string())).await, ignored("unhandled_event"));
+    let action = json!({"event": "post-login", "user": {"user_id": "auth0|x"}});
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, action.to_string())).await, ignored("unhandled_event"));
+
+    assert_eq!(users_table(&db).await.len(), 3);
+    let w = stats(&app, "a0fx", Provider::Auth0).await;
+    assert_eq!(counts(&w), (5, 0, 2, 2, 0, 0));
+    assert!(w.last_event_at.is_some());
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"capydb_auth_sync_webhook_deliveries_total{provider="auth0",outcome="applied"}"#),
+        "{metrics}"
+    );
+    let logs = captured_logs();
+    assert!(!logs.contains("nick-testing-21@example.com"), "no email address in the logs");
+    assert_no_leaks(&app, &[&secret]).await;
+}
+
+/// An Auth0 profile at version `v` (updated_at moves one minute per version).
+fn auth0_profile(id: &str, v: i64) -> Value {
+    let at = |minutes: i64| (utc("2025-01-01T00:00:00Z") + chrono::Duration::minutes(minutes)).to_rfc3339();
+    json!({
+        "user_id": id, "email": format!("v{v}@example.com"), "given_name": format!("v{v}"),
+        "family_name": "Doe", "picture": format!("https://img.example/{v}.png"),
+        "created_at": at(0), "updated_at": at(v), "last_login": at(v),
+        "user_metadata": {"version": v}
+    })
+}
+
+fn cloud_event(event_type: &str, profile: &Value) -> String {
+    json!({"specversion": "1.0", "type": event_type, "id": uuid::Uuid::new_v4().to_string(),
+           "time": "2025-06-01T00:00:00Z", "source": "urn:auth0:test", "data": {"object": profile}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn auth0_an_older_profile_arriving_late_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0");
+    configure(&app, "a0ooo", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0ooo");
+    let db = app.project().await;
+
+    let v2 = cloud_event("user.updated", &auth0_profile("auth0|o", 2));
+    let v1 = json!({"event": "user.created", "user": auth0_profile("auth0|o", 1)}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, v2)).await, applied());
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, v1.clone())).await, ignored("stale"));
+    let row = users_table(&db).await["auth0|o"].clone();
+    assert_eq!(row.email.as_deref(), Some("v2@example.com"));
+    assert_eq!(row.updated_at, Some(utc("2025-01-01T00:02:00Z")));
+    assert_eq!(row.raw, Some(auth0_profile("auth0|o", 2)));
+
+    // A delete for a user never seen leaves a tombstone; a late, older update fills it in and
+    // the deletion sticks.
+    let gone = auth0_profile("auth0|t", 1);
+    let delete = cloud_event("com.auth0.user.deleted", &gone);
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, delete)).await, applied());
+    let row = users_table(&db).await["auth0|t"].clone();
+    // No deleted_at in the profile: the event time.
+    assert_eq!(
+        (row.deleted_at, row.email.clone(), row.raw.clone()),
+        (Some(utc("2025-06-01T00:00:00Z")), None, Some(gone))
+    );
+    let late = cloud_event("user.created", &auth0_profile("auth0|t", 1));
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, late)).await, applied());
+    let row = users_table(&db).await["auth0|t"].clone();
+    assert_eq!(row.email.as_deref(), Some("v1@example.com"), "the late create fills the tombstone");
+    assert_eq!(row.deleted_at, Some(utc("2025-06-01T00:00:00Z")), "deleted_at is sticky");
+
+    let w = stats(&app, "a0ooo", Provider::Auth0).await;
+    assert_eq!(counts(&w), (3, 1, 0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn auth0_log_stream_signup_login_and_delete() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0log");
+    configure(&app, "a0log", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0log");
+    let db = app.project().await;
+    let send = |body: String| {
+        let req = SignedRequest::auth0_bare(&secret, body);
+        let url = url.clone();
+        let app = &app;
+        async move { app.send(&url, &req).await }
+    };
+    const DEV: &str = "auth0|618223a4e3f49e006948565c";
+    const NEO: &str = "auth0|6182002f34f4dd006b05b5c7";
+
+    // ss: both users inserted with id, email and the log record as raw; nothing else known.
+    let signups = fixture_json("auth0/log-stream.jsonarray.ss-signup.json");
+    assert_eq!(send(signups.to_string()).await, applied());
+    let table = users_table(&db).await;
+    assert_eq!(table.len(), 2);
+    let dev_signup = UserRow {
+        email: s("dev@test.com"),
+        first_name: None,
+        last_name: None,
+        username: None,
+        image_url: None,
+        created_at: None,
+        updated_at: None,
+        last_sign_in_at: None,
+        deleted_at: None,
+        raw: Some(signups[1]["data"].clone()),
+    };
+    assert_eq!(table[DEV], dev_signup);
+    assert_eq!(
+        table[NEO],
+        UserRow { email: s("neo@test.com"), raw: Some(signups[0]["data"].clone()), ..dev_signup.clone() }
+    );
+
+    // s: last_sign_in_at moves forward...
+    let login = fixture_json("auth0/log-stream.jsonarray.s-login.json");
+    assert_eq!(send(login.to_string()).await, applied());
+    let dev_login = UserRow { last_sign_in_at: Some(utc("2021-11-04T00:15:10.706Z")), ..dev_signup.clone() };
+    assert_eq!(users_table(&db).await[DEV], dev_login);
+    // ...never back.
+    let mut older = login.clone();
+    older[0]["data"]["date"] = json!("2021-11-03T23:00:00.000Z");
+    assert_eq!(send(older.to_string()).await, ignored("stale"));
+    assert_eq!(users_table(&db).await[DEV], dev_login);
+    // A login of a user the table does not know inserts nothing.
+    let mut stranger = login.clone();
+    stranger[0]["data"]["user_id"] = json!("auth0|stranger");
+    assert_eq!(send(stranger.to_string()).await, ignored("stale"));
+    assert!(!users_table(&db).await.contains_key("auth0|stranger"));
+
+    // Codes the sync does not use.
+    for name in
+        ["auth0/log-stream.jsonarray.sv-email-verified.json", "auth0/log-stream.jsonarray.sapi-management-op.json"]
+    {
+        assert_eq!(send(fixture(name)).await, ignored("unhandled_event"), "{name}");
+    }
+
+    // sdu: soft delete at the record's date; the row keeps what it had.
+    assert_eq!(send(fixture("auth0/log-stream.jsonarray.sdu-user-deleted.CONSTRUCTED.json")).await, applied());
+    let dev_deleted = UserRow { deleted_at: Some(utc("2021-11-05T09:30:11.118Z")), ..dev_login.clone() };
+    assert_eq!(users_table(&db).await[DEV], dev_deleted);
+
+    // A later signup record changes nothing, and never clears deleted_at.
+    assert_eq!(send(signups.to_string()).await, ignored("duplicate"));
+    assert_eq!(users_table(&db).await[DEV], dev_deleted);
+
+    // A full profile later fills the columns the log did not know; the deletion sticks.
+    let profile = json!({"user_id": DEV, "email": "dev@test.com", "given_name": "Dev", "family_name": "Eloper",
+                         "created_at": "2021-11-03T05:52:36.705Z", "updated_at": "2021-11-04T00:15:10.706Z",
+                         "last_login": "2021-11-04T00:15:10.706Z"});
+    let body = json!({"event": "user.updated", "user": profile}).to_string();
+    assert_eq!(send(body).await, applied());
+    let row = users_table(&db).await[DEV].clone();
+    assert_eq!((row.first_name.as_deref(), row.last_name.as_deref()), (Some("Dev"), Some("Eloper")));
+    assert_eq!((row.raw, row.deleted_at), (Some(profile), Some(utc("2021-11-05T09:30:11.118Z"))));
+
+    let w = stats(&app, "a0log", Provider::Auth0).await;
+    assert_eq!(counts(&w), (4, 2, 1, 2, 0, 0));
+    assert_no_leaks(&app, &[&secret]).await;
+}
+
+#[tokio::test]
+async fn auth0_json_lines_batches() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0jl");
+    configure(&app, "a0jl", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0jl");
+    let db = app.project().await;
+    let lines = fixture("auth0/log-stream.jsonlines.ss-s-sv.jsonl");
+
+    // ss (neo) inserts; s (dev) is a login of an unknown user; sv is ignored.
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, lines.clone())).await, applied());
+    let table = users_table(&db).await;
+    assert_eq!(table.keys().collect::<Vec<_>>(), vec!["auth0|6182002f34f4dd006b05b5c7"]);
+    let first_line: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(table["auth0|6182002f34f4dd006b05b5c7"].raw, Some(first_line["data"].clone()));
+    assert_eq!(table["auth0|6182002f34f4dd006b05b5c7"].email.as_deref(), Some("neo@test.com"));
+
+    // Once dev signed up, the same batch again records dev's login.
+    let signups = fixture("auth0/log-stream.jsonarray.ss-signup.json");
+    assert_eq!(app.send(&url, &SignedRequest::auth0(&secret, signups)).await, applied());
+    assert_eq!(app.send(&url, &SignedRequest::auth0_bare(&secret, lines.clone())).await, applied());
+    let dev = users_table(&db).await["auth0|618223a4e3f49e006948565c"].clone();
+    assert_eq!(dev.last_sign_in_at, Some(utc("2021-11-04T00:15:10.706Z")));
+    // CRLF framing is read the same way; now nothing is new. (The writer counts a login at
+    // the stored time as "stale", a signup of a known user as "duplicate"; either way it is
+    // ignored.)
+    let before = users_table(&db).await;
+    let crlf = lines.replace('\n', "\r\n");
+    let (status, answer) = app.send(&url, &SignedRequest::auth0(&secret, crlf)).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("ignored")), "{answer}");
+    assert_eq!(users_table(&db).await, before);
+}
+
+// ---------------------------------------------------------------------------------------
+// Better Auth
+
+fn better_auth_user(name: &str) -> Value {
+    fixture_json(&format!("better-auth/capydb-envelope.user.{name}.CONSTRUCTED.json"))["user"].clone()
+}
+
+#[tokio::test]
+async fn better_auth_fixtures_land_with_exact_columns_and_raw() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("ba");
+    configure(&app, "bafx", Provider::BetterAuth, &secret).await;
+    let url = app.webhook_url("better-auth", "bafx");
+    let db = app.project().await;
+    const ID: &str = "Xk3pQ9vL2mN7rT4wY8zA1bC5dE6fG0hJ";
+    let send = |name: &str| {
+        let req = SignedRequest::better_auth(
+            &secret,
+            fixture(&format!("better-auth/capydb-envelope.user.{name}.CONSTRUCTED.json")),
+        );
+        let url = url.clone();
+        let app = &app;
+        async move { app.send(&url, &req).await }
+    };
+
+    assert_eq!(send("created").await, applied());
+    assert_eq!(
+        users_table(&db).await[ID],
+        UserRow {
+            email: s("ada@example.com"),
+            first_name: s("Ada Lovelace"),
+            last_name: None,
+            username: s("ada_l"),
+            image_url: None,
+            created_at: Some(utc("2025-03-14T09:26:53.589Z")),
+            updated_at: Some(utc("2025-03-14T09:26:53.589Z")),
+            last_sign_in_at: None,
+            deleted_at: None,
+            raw: Some(better_auth_user("created")),
+        }
+    );
+
+    assert_eq!(send("updated").await, applied());
+    let updated_row = UserRow {
+        email: s("ada@example.com"),
+        first_name: s("Ada King"),
+        last_name: None,
+        username: s("ada_l"),
+        image_url: s("https://lh3.googleusercontent.com/a/ACg8ocExample=s96-c"),
+        created_at: Some(utc("2025-03-14T09:26:53.589Z")),
+        updated_at: Some(utc("2025-03-15T18:02:11.034Z")),
+        last_sign_in_at: None,
+        deleted_at: None,
+        raw: Some(better_auth_user("updated")),
+    };
+    assert_eq!(users_table(&db).await[ID], updated_row);
+
+    // Out of order and repeated.
+    assert_eq!(send("created").await, ignored("stale"));
+    assert_eq!(send("updated").await, ignored("duplicate"));
+    assert_eq!(users_table(&db).await[ID], updated_row);
+
+    // A hard delete in Better Auth: deleted_at is the time of receipt.
+    let before = Utc::now();
+    assert_eq!(send("deleted").await, applied());
+    let after = Utc::now();
+    let row = users_table(&db).await[ID].clone();
+    let at = row.deleted_at.expect("deleted");
+    assert!(before - chrono::Duration::seconds(1) <= at && at <= after, "{before} <= {at} <= {after}");
+    assert_eq!(row, UserRow { deleted_at: Some(at), ..updated_row.clone() });
+    // Redelivered: the first deletion time stays.
+    assert_eq!(send("deleted").await, ignored("duplicate"));
+    assert_eq!(users_table(&db).await[ID].deleted_at, Some(at));
+
+    // A newer update after the delete fills columns but never clears deleted_at.
+    let mut newer = better_auth_user("updated");
+    newer["name"] = json!("Ada, Countess of Lovelace");
+    newer["lastName"] = json!("Lovelace");
+    newer["updatedAt"] = json!(1_742_100_000_000_i64);
+    let body = json!({"event": "user.updated", "user": newer}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::better_auth(&secret, body)).await, applied());
+    let row = users_table(&db).await[ID].clone();
+    assert_eq!(
+        (row.first_name.as_deref(), row.last_name.as_deref(), row.updated_at, row.deleted_at),
+        (Some("Ada, Countess of Lovelace"), Some("Lovelace"), Some(utc("2025-03-16T04:40:00Z")), Some(at))
+    );
+
+    // Events the sync does not use.
+    let body = json!({"event": "session.created", "user": better_auth_user("created")}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::better_auth(&secret, body)).await, ignored("unhandled_event"));
+
+    let w = stats(&app, "bafx", Provider::BetterAuth).await;
+    assert_eq!(counts(&w), (4, 1, 2, 1, 0, 0));
+    assert!(w.last_event_at.is_some());
+    assert_no_leaks(&app, &[&secret]).await;
+}
+
+#[tokio::test]
+async fn better_auth_computed_signature_vector_over_http() {
+    let app = TestApp::spawn().await;
+    let v = fixture_json("better-auth/x-better-auth-signature.vector.COMPUTED.json");
+    let (secret, body, expected, tampered) = (
+        v["secret"].as_str().unwrap(),
+        v["body"].as_str().unwrap(),
+        v["expected_signature_hex"].as_str().unwrap(),
+        v["tampered_body"].as_str().unwrap(),
+    );
+    configure(&app, "bavec", Provider::BetterAuth, secret).await;
+    let url = app.webhook_url("better-auth", "bavec");
+    let db = app.project().await;
+    let with_signature = |body: &str, signature: &str| SignedRequest {
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("X-Better-Auth-Signature".into(), signature.into()),
+        ],
+        body: body.as_bytes().to_vec(),
+    };
+    // The client's signer agrees with the vector.
+    assert_eq!(SignedRequest::better_auth(secret, body).header("x-better-auth-signature"), Some(expected));
+
+    // The tampered body with the vector's signature: 401, nothing written.
+    let (status, answer) = app.send(&url, &with_signature(tampered, expected)).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].is_string());
+    assert!(users_table(&db).await.is_empty());
+
+    assert_eq!(app.send(&url, &with_signature(body, expected)).await, applied());
+    let row = users_table(&db).await["Xk3pQ9vL2mN7rT4wY8zA1bC5dE6fG0hJ"].clone();
+    assert_eq!(row.first_name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(row.raw, Some(serde_json::from_str::<Value>(body).unwrap()["user"].clone()));
+    // Upper-case hex is accepted too.
+    assert_eq!(app.send(&url, &with_signature(body, &expected.to_ascii_uppercase())).await, ignored("duplicate"));
+
+    let w = stats(&app, "bavec", Provider::BetterAuth).await;
+    assert_eq!(counts(&w), (1, 0, 1, 0, 1, 0));
+    assert_no_leaks(&app, &[secret]).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rejections
+
+/// A copy of `req` with header `name` set to `value` (or removed, with `None`).
+fn with_header(req: &SignedRequest, name: &str, value: Option<&str>) -> SignedRequest {
+    let mut r = req.clone();
+    r.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    if let Some(v) = value {
+        r.headers.push((name.to_owned(), v.to_owned()));
+    }
+    r
+}
+
+#[tokio::test]
+async fn bad_auth0_deliveries_get_their_status_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0bad");
+    let ba_secret = new_secret("babad");
+    configure(&app, "a0bad", Provider::Auth0, &secret).await;
+    configure(&app, "baonly", Provider::BetterAuth, &ba_secret).await;
+    let url = app.webhook_url("auth0", "a0bad");
+    let body = fixture("auth0/event-stream.user.created.docs-test-delivery.json");
+    let good = SignedRequest::auth0(&secret, body.clone());
+
+    let wrong = new_secret("a0bad");
+    let unauthorized = vec![
+        ("wrong secret, bearer", SignedRequest::auth0(&wrong, body.clone())),
+        ("wrong secret, bare", SignedRequest::auth0_bare(&wrong, body.clone())),
+        ("missing authorization", with_header(&good, "authorization", None)),
+        ("basic scheme", with_header(&good, "authorization", Some(&format!("Basic {secret}")))),
+        ("secret with a suffix", with_header(&good, "authorization", Some(&format!("Bearer {secret}x")))),
+        ("secret truncated", with_header(&good, "authorization", Some(&secret[..secret.len() - 1]))),
+        ("empty authorization", with_header(&good, "authorization", Some(""))),
+        ("better auth signature instead", SignedRequest::better_auth(&secret, body.clone())),
+    ];
+    for (what, req) in &unauthorized {
+        let (status, answer) = app.send(&url, req).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    let lines = fixture("auth0/log-stream.jsonlines.ss-s-sv.jsonl");
+    let malformed = [
+        "not json".to_owned(),
+        String::new(),
+        r#"{"foo": 1}"#.to_owned(),
+        r#"[{"log_id": "1"}]"#.to_owned(),
+        r#"{"type": "user.created", "data": {"object": {"email": "no-id@example.com"}}}"#.to_owned(),
+        r#"{"event": "user.updated"}"#.to_owned(),
+        format!("{lines}{{\"log_id\": \"4\", \"data\": "),
+    ];
+    for bad in &malformed {
+        let (status, answer) = app.send(&url, &SignedRequest::auth0(&secret, bad.clone())).await;
+        assert_eq!(status, 400, "{bad:?}: {answer}");
+        assert!(answer["error"].is_string());
+    }
+    // No Auth0 integration on this project (only Better Auth), or no project at all.
+    assert_eq!(app.send(&app.webhook_url("auth0", "baonly"), &good).await.0, 404);
+    assert_eq!(app.send(&app.webhook_url("auth0", "nope"), &good).await.0, 404);
+
+    assert!(users_table(&app.project().await).await.is_empty(), "nothing was written");
+    let w = stats(&app, "a0bad", Provider::Auth0).await;
+    assert_eq!(counts(&w), (0, 0, 0, 0, unauthorized.len() as i64, malformed.len() as i64));
+    assert!(w.last_event_at.is_none(), "no event was accepted");
+    assert!(w.last_error.contains("not a valid event"), "{}", w.last_error);
+
+    // The good one still works afterwards.
+    assert_eq!(app.send(&url, &good).await, applied());
+    assert_no_leaks(&app, &[&secret, &wrong, &ba_secret]).await;
+}
+
+#[tokio::test]
+async fn bad_better_auth_deliveries_get_their_status_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("babad");
+    let a0_secret = new_secret("a0only");
+    configure(&app, "babad", Provider::BetterAuth, &secret).await;
+    configure(&app, "a0only", Provider::Auth0, &a0_secret).await;
+    let url = app.webhook_url("better-auth", "babad");
+    let body = fixture("better-auth/capydb-envelope.user.created.CONSTRUCTED.json");
+    let good = SignedRequest::better_auth(&secret, body.clone());
+    let signature = good.header("x-better-auth-signature").unwrap().to_owned();
+
+    let wrong = new_secret("babad");
+    let mut tampered = good.clone();
+    tampered.body = body.replace("Ada Lovelace", "Ada Lovelacf").into_bytes();
+    let unauthorized = vec![
+        ("wrong secret", SignedRequest::better_auth(&wrong, body.clone())),
+        ("tampered body", tampered),
+        ("missing signature", with_header(&good, "x-better-auth-signature", None)),
+        ("not hex", with_header(&good, "x-better-auth-signature", Some("not-a-signature"))),
+        ("prefixed", with_header(&good, "x-better-auth-signature", Some(&format!("sha256={signature}")))),
+        ("truncated", with_header(&good, "x-better-auth-signature", Some(&signature[..63]))),
+        ("the secret itself", with_header(&good, "x-better-auth-signature", Some(&secret))),
+        ("auth0 style", SignedRequest::auth0(&secret, body.clone())),
+    ];
+    for (what, req) in &unauthorized {
+        let (status, answer) = app.send(&url, req).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    let malformed = [
+        "not json".to_owned(),
+        r#"{"user": {"id": "u1"}}"#.to_owned(),
+        fixture("better-auth/community-better-auth-webhooks.user.created.json"),
+        r#"{"event": "user.created", "user": {"email": "no-id@example.com"}}"#.to_owned(),
+        r#"{"event": "user.updated", "user": {"id": "u1", "updatedAt": "yesterday"}}"#.to_owned(),
+    ];
+    for bad in &malformed {
+        let (status, answer) = app.send(&url, &SignedRequest::better_auth(&secret, bad.clone())).await;
+        assert_eq!(status, 400, "{bad:?}: {answer}");
+        assert!(answer["error"].is_string());
+    }
+    assert_eq!(app.send(&app.webhook_url("better-auth", "a0only"), &good).await.0, 404);
+    assert_eq!(app.send(&app.webhook_url("better_auth", "babad"), &good).await.0, 404, "the path segment has a dash");
+
+    assert!(users_table(&app.project().await).await.is_empty(), "nothing was written");
+    let w = stats(&app, "babad", Provider::BetterAuth).await;
+    assert_eq!(counts(&w), (0, 0, 0, 0, unauthorized.len() as i64, malformed.len() as i64));
+    assert!(w.last_event_at.is_none(), "no event was accepted");
+
+    assert_eq!(app.send(&url, &good).await, applied());
+    assert_no_leaks(&app, &[&secret, &wrong, &a0_secret]).await;
+}
