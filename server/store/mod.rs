@@ -53,6 +53,20 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 #[derive(Clone)]
 pub struct ControlStore {
     pool: Pool,
+    counters: Pool,
+}
+
+fn build_pool(cfg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let mgr =
+        Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 impl ControlStore {
@@ -63,17 +77,18 @@ impl ControlStore {
         cfg.connect_timeout(Duration::from_secs(5));
         cfg.application_name("capydb-auth-sync");
         migrate(&cfg).await?;
-        let mgr =
-            Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(mgr)
-            .max_size(max_connections)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(ControlStore { pool })
+        let pool = build_pool(cfg.clone(), max_connections)?;
+        // Counters are bumped on every delivery and are not worth an fsync each: their own
+        // connections commit asynchronously (a crash may lose the last few increments, never
+        // anything else).
+        let mut counters_cfg = cfg;
+        counters_cfg.options("-c synchronous_commit=off");
+        let counters = build_pool(counters_cfg, (max_connections / 2).max(2))?;
+        Ok(ControlStore { pool, counters })
+    }
+
+    pub(crate) async fn counters_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.counters.get().await?)
     }
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -64,7 +64,7 @@ impl ControlStore {
         outcome: WebhookOutcome,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let c = self.client().await?;
+        let c = self.counters_client().await?;
         // The column name comes from a closed enum, never from input.
         let col = outcome.as_str();
         let sql = format!(
