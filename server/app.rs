@@ -19,6 +19,8 @@ pub struct AppState {
     pub pools: ProjectPools,
     pub clerk: ClerkApiFactory,
     pub backfills: Backfills,
+    /// Fires when the service starts draining (long streams end so clients move elsewhere).
+    pub shutdown: CancellationToken,
 }
 
 /// The bound listeners.
@@ -49,7 +51,14 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
     let clerk = ClerkApiFactory::new(settings.clerk.clone());
     let backfills =
         Backfills::new(settings.clone(), store.clone(), pools.clone(), clerk.clone(), shutdown.clone(), kill.clone());
-    let state = Arc::new(AppState { settings: settings.clone(), store, pools, clerk, backfills: backfills.clone() });
+    let state = Arc::new(AppState {
+        settings: settings.clone(),
+        store,
+        pools,
+        clerk,
+        backfills: backfills.clone(),
+        shutdown: shutdown.clone(),
+    });
     let grace = settings.shutdown_grace;
 
     let metrics = listeners.metrics.map(|l| {

@@ -48,6 +48,7 @@ impl From<ProjectDbError> for ApiError {
         match e {
             ProjectDbError::InvalidUrl(m) => ApiError::InvalidArgument(vec![FieldViolation::new("database_url", m)]),
             ProjectDbError::Unavailable(m) => ApiError::Unavailable(format!("project database unreachable: {m}")),
+            ProjectDbError::Closed => ApiError::Unavailable(ProjectDbError::Closed.to_string()),
             ProjectDbError::Query(m) => ApiError::FailedPrecondition(format!("project database refused: {m}")),
         }
     }
@@ -175,13 +176,42 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         None => row.database_url(keyring)?,
     };
 
+    let is_new = existing.is_none();
+    let checked = check_and_seal(state, &mut row, &database_url, secret_key.as_ref(), webhook_secret.as_ref()).await;
+    if checked.is_err() && is_new {
+        // Nothing was stored: do not keep a pool for an integration that does not exist.
+        state.pools.forget(&row.id);
+    }
+    checked?;
+    let saved = state.store.save_integration(&row).await?;
+    tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = existing.is_none(), "integration configured");
+
+    // A new (or replaced) Clerk key starts a backfill: the initial fill, or a re-fill with
+    // the new instance's users.
+    if provider.supports_backfill() && secret_key.is_some() {
+        let (job, created) = state.backfills.start(&saved).await?;
+        tracing::info!(project_id = %saved.project_id, job_id = %job.id, created, "backfill queued");
+    }
+    Ok(saved)
+}
+
+/// Checks what the integration will use — the project database (reachable, table created or
+/// of the right shape) and the Clerk key — and seals the new secrets into `row`.
+async fn check_and_seal(
+    state: &AppState,
+    row: &mut IntegrationRow,
+    database_url: &SecretString,
+    secret_key: Option<&ClerkSecretKey>,
+    webhook_secret: Option<&WebhookSecret>,
+) -> Result<(), ApiError> {
+    let keyring = &state.settings.keyring;
     // The project database: reachable, and the table there (or created) with the SPEC shape.
-    let pool = state.pools.pool(&row.id, &database_url)?;
+    let pool = state.pools.pool(&row.id, database_url)?;
     let mut client = pool.get().await.map_err(ProjectDbError::from)?;
     ensure_users_table(&mut client).await?;
     drop(client);
 
-    if let Some(key) = &secret_key {
+    if let Some(key) = secret_key {
         state.clerk.client(key.secret().clone()).verify_key().await.map_err(|e| match e {
             ClerkApiError::KeyRejected { .. } => violation(
                 "credentials.secret_key",
@@ -195,19 +225,10 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         row.secret_key_enc = Some(keyring.encrypt(key.secret(), row.secret_context(fields::SECRET_KEY)));
         row.secret_key_hint = Some(key.hint());
     }
-    if let Some(secret) = &webhook_secret {
+    if let Some(secret) = webhook_secret {
         row.webhook_secret_enc = Some(keyring.encrypt(secret.secret(), row.secret_context(fields::WEBHOOK_SECRET)));
     }
-    let saved = state.store.save_integration(&row).await?;
-    tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = existing.is_none(), "integration configured");
-
-    // A new (or replaced) Clerk key starts a backfill: the initial fill, or a re-fill with
-    // the new instance's users.
-    if provider.supports_backfill() && secret_key.is_some() {
-        let (job, created) = state.backfills.start(&saved).await?;
-        tracing::info!(project_id = %saved.project_id, job_id = %job.id, created, "backfill queued");
-    }
-    Ok(saved)
+    Ok(())
 }
 
 /// Finds the integration a request names; `provider` may be omitted when the project has

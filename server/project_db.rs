@@ -41,6 +41,9 @@ pub enum ProjectDbError {
     /// The database answered with an error.
     #[error("project database error: {0}")]
     Query(String),
+    /// The pool was closed because the integration was deleted or its URL changed.
+    #[error("project database pool closed: the integration was deleted or reconfigured")]
+    Closed,
 }
 
 impl From<tokio_postgres::Error> for ProjectDbError {
@@ -63,6 +66,7 @@ impl From<deadpool_postgres::PoolError> for ProjectDbError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
             deadpool_postgres::PoolError::Backend(e) => e.into(),
+            deadpool_postgres::PoolError::Closed => ProjectDbError::Closed,
             other => ProjectDbError::Unavailable(other.to_string()),
         }
     }

@@ -63,7 +63,7 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
             return;
         }
     };
-    let span = tracing::info_span!("backfill", job_id, project_id = %job.project_id);
+    let span = tracing::info_span!("backfill", job_id = %job_id, project_id = %job.project_id);
     async {
         tracing::info!(resumes = job.resumes, resumed = job.checkpoint.is_some(), "backfill started");
         metrics::gauge!("capydb_auth_sync_backfills_running").increment(1.0);

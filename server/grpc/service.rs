@@ -134,6 +134,10 @@ impl AuthSyncService for GrpcService {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = tx.closed() => return,
+                    _ = state.shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
+                        return;
+                    }
                 }
                 job = match state.store.get_job(&job.id).await {
                     Ok(Some(j)) => j,

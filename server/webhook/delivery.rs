@@ -184,6 +184,7 @@ fn store_error(e: StoreError) -> WebhookError {
 fn project_error(e: ProjectDbError) -> WebhookError {
     match e {
         ProjectDbError::Unavailable(m) => WebhookError::Unavailable(format!("project database unavailable: {m}")),
+        ProjectDbError::Closed => WebhookError::Unavailable(ProjectDbError::Closed.to_string()),
         other => {
             tracing::error!(error = %other, "project database error during a webhook delivery");
             WebhookError::Internal

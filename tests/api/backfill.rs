@@ -411,3 +411,38 @@ async fn webhook_only_providers_have_no_backfill() {
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(status.message().contains("webhook-only"), "{}", status.message());
 }
+
+#[tokio::test]
+async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
+    let clerk = fake(1_000).await;
+    let app = app_for(&clerk, 50).await;
+    let whsec = new_whsec();
+    let gate = clerk.pause_users_request(4);
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            credentials: Some(Credentials { secret_key: clerk.secret_key().into(), webhook_signing_secret: whsec.clone() }),
+            ..clerk_request("del", &app.project_url, "")
+        })
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    let job = app.client.get_sync_status("del", Provider::Clerk).await.unwrap().current_backfill.unwrap();
+    app.client.delete_integration("del", Provider::Clerk).await.unwrap();
+    gate.release();
+    // The runner finds its job gone at the next checkpoint and stops (it logs so).
+    let stopped = format!("job_id={}", job.id);
+    let mut seen = false;
+    for _ in 0..400 {
+        if captured_logs().lines().any(|l| l.contains(&stopped) && l.contains("backfill runner stopped")) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "the runner stopped: {}", captured_logs().lines().filter(|l| l.contains("backfill")).collect::<Vec<_>>().join("\n"));
+    let requests = clerk.users_requests().len();
+    assert!(requests < 8, "no paging after the delete ({requests} requests for 20 pages)");
+    assert!(users_table(&app.project().await).await.len() < 1_000, "the table stays as it was, not completed");
+    let body = clerk_event("user.created", json!({"id": "user_z", "object": "user", "updated_at": 1}), 1);
+    assert_eq!(app.send_clerk("del", &whsec, &body).await.0, 404);
+}
