@@ -69,6 +69,7 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         crate::metrics::install();
     }
     let supervisor = tokio::spawn(backfills.clone().supervise());
+    tokio::spawn(evict_idle_pools(state.pools.clone(), shutdown.clone(), kill.clone()));
     let webhooks = crate::webhook::serve(state.clone(), listeners.http, shutdown.clone(), grace);
     let grpc = crate::grpc::serve(state.clone(), listeners.grpc, shutdown.clone(), grace);
     tracing::info!(instance = %settings.instance_id, "capydb-auth-sync serving");
@@ -83,4 +84,19 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
     }
     tracing::info!("capydb-auth-sync stopped");
     grpc_result.map_err(RunError::from)
+}
+
+/// Closes project pools nobody used for ten minutes, once a minute.
+async fn evict_idle_pools(pools: ProjectPools, shutdown: CancellationToken, kill: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.cancelled() => return,
+            _ = kill.cancelled() => return,
+        }
+        let closed = pools.evict_idle(std::time::Duration::from_secs(600));
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle project database pools");
+        }
+    }
 }

@@ -241,6 +241,20 @@ impl ProjectPools {
         }
     }
 
+    /// Closes pools unused for longer than `max_idle`; returns how many.
+    pub fn evict_idle(&self, max_idle: Duration) -> usize {
+        let mut pools = self.pools.lock().expect("project pool map poisoned");
+        let before = pools.len();
+        pools.retain(|_, p| {
+            let keep = p.last_used.elapsed() <= max_idle;
+            if !keep {
+                p.pool.close();
+            }
+            keep
+        });
+        before - pools.len()
+    }
+
     pub fn len(&self) -> usize {
         self.pools.lock().expect("project pool map poisoned").len()
     }
@@ -340,6 +354,23 @@ mod tests {
         assert_eq!(parse("postgresql://u@localhost/x?sslmode=disable").unwrap().tls, TlsMode::Disable);
         assert_eq!(parse("postgres://u@localhost/x").unwrap().tls, TlsMode::Prefer);
         assert_eq!(parse("postgres://u@localhost/x?sslmode=require&application_name=a").unwrap().tls, TlsMode::Require);
+    }
+
+    #[tokio::test]
+    async fn pools_are_bounded_and_idle_ones_are_evicted() {
+        let pools = ProjectPools::new(ProjectDbSettings { max_pools: 2, ..Default::default() });
+        let url = |db: &str| SecretString::from(format!("postgres://u@127.0.0.1:9/{db}"));
+        pools.pool("a", &url("a")).unwrap();
+        pools.pool("b", &url("b")).unwrap();
+        pools.pool("a", &url("a")).unwrap(); // a is now the most recently used
+        pools.pool("c", &url("c")).unwrap();
+        assert_eq!(pools.len(), 2, "the least recently used pool (b) was closed");
+        let a_again = pools.pool("a", &url("a")).unwrap();
+        assert!(!a_again.is_closed());
+        assert_eq!(pools.evict_idle(Duration::from_secs(3600)), 0);
+        assert_eq!(pools.evict_idle(Duration::ZERO), 2);
+        assert!(pools.is_empty());
+        assert!(a_again.is_closed());
     }
 
     #[test]

@@ -114,7 +114,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
         return Ok(Stop::LeaseLost);
     };
     let api = ctx.clerk.client(integration.secret_key(keyring)?.ok_or(JobError::NoSecretKey)?);
-    let pool = ctx.pools.pool(&integration.id, &integration.database_url(keyring)?)?;
+    let db = ProjectDb { pools: &ctx.pools, integration_id: &integration.id, url: integration.database_url(keyring)? };
     let owner = ctx.settings.instance_id.as_str();
 
     let mut pass_started_at = match job.pass_started_at {
@@ -132,7 +132,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
         job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     loop {
         if !cursor.done {
-            match run_pass(ctx, job, &api, &pool, cursor.clone(), pass_started_at).await? {
+            match run_pass(ctx, job, &api, &db, cursor.clone(), pass_started_at).await? {
                 Stop::Finished => {}
                 other => return Ok(other),
             }
@@ -143,7 +143,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
             return Ok(Stop::Finished);
         }
         let in_clerk = api.count_users().await?;
-        let live = live_rows(&pool).await?;
+        let live = live_rows(&db.pool()?).await?;
         if in_clerk == live {
             return Ok(Stop::Finished);
         }
@@ -162,6 +162,20 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
     }
 }
 
+/// The project database of the job. The pool is looked up for every page, which keeps it
+/// from being evicted as idle during a long backfill and follows a changed URL.
+struct ProjectDb<'a> {
+    pools: &'a crate::project_db::ProjectPools,
+    integration_id: &'a str,
+    url: secrecy::SecretString,
+}
+
+impl ProjectDb<'_> {
+    fn pool(&self) -> Result<deadpool_postgres::Pool, ProjectDbError> {
+        self.pools.pool(self.integration_id, &self.url)
+    }
+}
+
 /// Passes per job at most: the first, plus repairs while the provider churned.
 const MAX_PASSES: u32 = 3;
 
@@ -175,7 +189,7 @@ async fn run_pass(
     ctx: &BackfillContext,
     job: &JobRow,
     api: &ClerkApi,
-    pool: &deadpool_postgres::Pool,
+    db: &ProjectDb<'_>,
     cursor: BackfillCursor,
     pass_started_at: DateTime<Utc>,
 ) -> Result<Stop, JobError> {
@@ -203,7 +217,7 @@ async fn run_pass(
 
     let writer = async {
         while let Some(page) = rx.recv().await {
-            let (written, stale, reconciled) = write_page(pool, &page, pass_started_at).await?;
+            let (written, stale, reconciled) = write_page(db, &page, pass_started_at).await?;
             let progress = JobProgress {
                 pages: 1,
                 users_fetched: page.fetched,
@@ -263,14 +277,14 @@ fn prepare(cursor: &BackfillCursor, users: Vec<Value>, limit: u32) -> FetchedPag
 /// Writes one page and its reconciliation in one project-database transaction, retrying
 /// briefly while the database is unavailable. Returns (written, stale, reconciled).
 async fn write_page(
-    pool: &deadpool_postgres::Pool,
+    db: &ProjectDb<'_>,
     page: &FetchedPage,
     pass_started_at: DateTime<Utc>,
 ) -> Result<(i64, i64, i64), ProjectDbError> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match write_page_once(pool, page, pass_started_at).await {
+        match write_page_once(&db.pool()?, page, pass_started_at).await {
             Err(ProjectDbError::Unavailable(msg)) if attempt < 5 => {
                 tracing::warn!(attempt, error = %msg, "project database unavailable during backfill; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(attempt))).await;

@@ -420,7 +420,10 @@ async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
     let gate = clerk.pause_users_request(4);
     app.client
         .configure_integration(ConfigureIntegrationRequest {
-            credentials: Some(Credentials { secret_key: clerk.secret_key().into(), webhook_signing_secret: whsec.clone() }),
+            credentials: Some(Credentials {
+                secret_key: clerk.secret_key().into(),
+                webhook_signing_secret: whsec.clone(),
+            }),
             ..clerk_request("del", &app.project_url, "")
         })
         .await
@@ -439,7 +442,11 @@ async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(seen, "the runner stopped: {}", captured_logs().lines().filter(|l| l.contains("backfill")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        seen,
+        "the runner stopped: {}",
+        captured_logs().lines().filter(|l| l.contains("backfill")).collect::<Vec<_>>().join("\n")
+    );
     let requests = clerk.users_requests().len();
     assert!(requests < 8, "no paging after the delete ({requests} requests for 20 pages)");
     assert!(users_table(&app.project().await).await.len() < 1_000, "the table stays as it was, not completed");

@@ -433,3 +433,37 @@ async fn graceful_shutdown_stops_listeners_and_returns_ok() {
     assert!(tokio::net::TcpStream::connect(http_addr).await.is_err(), "webhook listener closed");
     assert!(tokio::net::TcpStream::connect(grpc_addr).await.is_err(), "gRPC listener closed");
 }
+
+#[tokio::test]
+async fn project_databases_can_require_tls() {
+    // The test server is expected to offer TLS (Debian's default cluster does, with a
+    // self-signed certificate): `require` encrypts without verifying, like libpq.
+    let probe = connect(&new_project_db().await).await;
+    let ssl_on: String = probe.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl_on != "on" {
+        // A throwaway cluster started by the harness has no certificate; then the same URL
+        // must fail clearly instead of silently falling back to plaintext.
+        let app = TestApp::spawn().await;
+        let url = format!("{}?sslmode=require", app.project_url);
+        let err = app.client.configure_integration(clerk_request("tls", &url, "", &new_whsec())).await.unwrap_err();
+        assert_eq!(status_of(err).code(), Code::Unavailable);
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let url = format!("{}?sslmode=require", app.project_url);
+    let whsec = new_whsec();
+    app.configure_clerk_on("tls", &whsec, &url).await;
+    let body = r#"{"type":"user.created","object":"event","timestamp":1,"data":{"id":"user_tls","object":"user","updated_at":1}}"#;
+    assert_eq!(app.send_clerk("tls", &whsec, body).await.0, 200);
+    let db_name = app.project_url.rsplit('/').next().unwrap().to_string();
+    let encrypted: bool = probe
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.datname = $1 AND a.application_name = 'capydb-auth-sync'",
+            &[&db_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "every service connection to the project database is TLS");
+}
