@@ -358,37 +358,19 @@ fn optional_time(fields: &Map<String, Value>, key: &'static str) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::test_fixtures::{received, utc};
     use http::HeaderValue;
     use serde_json::json;
-    use std::path::PathBuf;
-
-    const SECRET: &str = "a0-shared-secret-0123456789abcdef";
-
-    fn fixtures_dir() -> PathBuf {
-        let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-        if local.exists() {
-            local
-        } else {
-            PathBuf::from("/work/shared/fixtures")
-        }
-    }
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
-        let path = fixtures_dir().join("auth0").join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        crate::providers::test_fixtures::bytes("auth0", name)
     }
 
     fn fixture_json(name: &str) -> Value {
-        serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
+        crate::providers::test_fixtures::json("auth0", name)
     }
 
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().expect("test timestamp")
-    }
-
-    fn received() -> DateTime<Utc> {
-        utc("2030-01-01T00:00:00Z")
-    }
+    const SECRET: &str = "a0-shared-secret-0123456789abcdef";
 
     fn s(text: &str) -> Option<String> {
         Some(text.to_owned())

@@ -147,38 +147,20 @@ fn optional_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::test_fixtures::{received, utc};
     use http::HeaderValue;
     use serde_json::json;
-    use std::path::PathBuf;
-
-    fn fixtures_dir() -> PathBuf {
-        let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-        if local.exists() {
-            local
-        } else {
-            PathBuf::from("/work/shared/fixtures")
-        }
-    }
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
-        let path = fixtures_dir().join("better-auth").join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        crate::providers::test_fixtures::bytes("better-auth", name)
     }
 
     fn fixture_json(name: &str) -> Value {
-        serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
+        crate::providers::test_fixtures::json("better-auth", name)
     }
 
     fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
         v[key].as_str().unwrap_or_else(|| panic!("{key} is a string"))
-    }
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().expect("test timestamp")
-    }
-
-    fn received() -> DateTime<Utc> {
-        utc("2030-01-01T00:00:00Z")
     }
 
     fn s(text: &str) -> Option<String> {

@@ -170,33 +170,15 @@ fn optional_epoch_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::test_fixtures::{received, utc};
     use serde_json::json;
-    use std::path::PathBuf;
-
-    fn fixtures_dir() -> PathBuf {
-        let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-        if local.exists() {
-            local
-        } else {
-            PathBuf::from("/work/shared/fixtures")
-        }
-    }
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
-        let path = fixtures_dir().join("clerk").join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        crate::providers::test_fixtures::bytes("clerk", name)
     }
 
     fn fixture_json(name: &str) -> Value {
-        serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
-    }
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().expect("test timestamp")
-    }
-
-    fn received() -> DateTime<Utc> {
-        utc("2030-01-01T00:00:00Z")
+        crate::providers::test_fixtures::json("clerk", name)
     }
 
     fn parse_fixture(name: &str) -> Delivery {

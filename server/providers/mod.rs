@@ -9,6 +9,35 @@ pub mod clerk;
 pub mod svix;
 pub mod timestamps;
 
+/// Fixture access for the provider modules' tests: `../shared/fixtures` beside the repo.
+#[cfg(test)]
+pub(crate) mod test_fixtures {
+    use chrono::{DateTime, Utc};
+    use std::path::PathBuf;
+
+    pub fn dir() -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+    }
+
+    pub fn bytes(provider: &str, name: &str) -> Vec<u8> {
+        let path = dir().join(provider).join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    pub fn json(provider: &str, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&bytes(provider, name)).expect("fixture is JSON")
+    }
+
+    pub fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("test timestamp")
+    }
+
+    /// A fixed receive time for parsing.
+    pub fn received() -> DateTime<Utc> {
+        utc("2030-01-01T00:00:00Z")
+    }
+}
+
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 

@@ -132,19 +132,9 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use serde_json::Value;
-    use std::path::PathBuf;
-
-    fn fixtures_dir() -> PathBuf {
-        let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-        if local.exists() {
-            local
-        } else {
-            PathBuf::from("/work/shared/fixtures")
-        }
-    }
 
     fn vectors() -> Value {
-        let path = fixtures_dir().join("clerk/svix_test_vectors.json");
+        let path = crate::providers::test_fixtures::dir().join("clerk/svix_test_vectors.json");
         let text = std::fs::read_to_string(&path).expect("read svix_test_vectors.json");
         serde_json::from_str(&text).expect("parse svix_test_vectors.json")
     }

@@ -170,3 +170,46 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     assert_eq!(job.users_written, 900);
     assert_eq!(job.resumes, 1, "resumed once, from the checkpoint");
 }
+
+#[tokio::test]
+async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
+    use futures::StreamExt;
+    let clerk = FakeClerk::start(FakeClerkConfig { users: 300, rate_limit: None, ..Default::default() }).await.unwrap();
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 50),
+        ..Default::default()
+    })
+    .await;
+    let gate = clerk.pause_users_request(3);
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            project_id: "drain".into(),
+            provider: Provider::Clerk as i32,
+            database_url: app.project_url.clone(),
+            credentials: Some(Credentials {
+                secret_key: clerk.secret_key().into(),
+                webhook_signing_secret: String::new(),
+            }),
+        })
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    let mut stream = app.client.watch_backfill("drain", Provider::Clerk).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    let shutting_down = tokio::spawn(app.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(e.code()),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends during shutdown");
+    assert_eq!(ended, Some(tonic::Code::Unavailable), "the client is told to watch again elsewhere");
+    gate.release();
+    shutting_down.await.unwrap().expect("clean shutdown");
+}
