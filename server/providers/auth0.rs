@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use super::fields::{optional_string, optional_time};
 use super::timestamps::from_json;
 use super::{Delivery, ParseError, VerifyError};
 use crate::users::{UserChange, UserDeletion, UserRecord, UserSighting};
@@ -318,14 +319,14 @@ fn record_from(profile: Value) -> Result<UserRecord, ParseError> {
     };
     Ok(UserRecord {
         id: required_user_id(fields)?,
-        email: optional_string(fields, "email")?,
-        first_name: optional_string(fields, "given_name")?,
-        last_name: optional_string(fields, "family_name")?,
-        username: optional_string(fields, "username")?,
-        image_url: optional_string(fields, "picture")?,
-        created_at: optional_time(fields, "created_at")?,
-        updated_at: optional_time(fields, "updated_at")?,
-        last_sign_in_at: optional_time(fields, "last_login")?,
+        email: optional_string(fields, "email", "email")?,
+        first_name: optional_string(fields, "given_name", "given_name")?,
+        last_name: optional_string(fields, "family_name", "family_name")?,
+        username: optional_string(fields, "username", "username")?,
+        image_url: optional_string(fields, "picture", "picture")?,
+        created_at: optional_time(fields, "created_at", "created_at")?,
+        updated_at: optional_time(fields, "updated_at", "updated_at")?,
+        last_sign_in_at: optional_time(fields, "last_login", "last_login")?,
         raw: profile,
     })
 }
@@ -334,24 +335,6 @@ fn required_user_id(fields: &Map<String, Value>) -> Result<String, ParseError> {
     match fields.get("user_id") {
         Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
         _ => Err(ParseError::Field("user_id")),
-    }
-}
-
-/// A string column: absent or null is `None`; any other non-string is an error.
-fn optional_string(fields: &Map<String, Value>, key: &'static str) -> Result<Option<String>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ParseError::Field(key)),
-    }
-}
-
-/// A time column (ISO 8601, or epoch ms): absent or null is `None`; anything unreadable is an
-/// error (a wrong `updated_at` must not slip past the newer-wins rule).
-fn optional_time(fields: &Map<String, Value>, key: &'static str) -> Result<Option<DateTime<Utc>>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => from_json(value).map(Some).ok_or(ParseError::Field(key)),
     }
 }
 

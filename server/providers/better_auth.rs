@@ -13,7 +13,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::timestamps::from_json;
+use super::fields::{optional_string, optional_time};
 use super::{Delivery, ParseError, VerifyError};
 use crate::users::{UserChange, UserDeletion, UserRecord};
 
@@ -119,28 +119,6 @@ fn required_id(fields: &Map<String, Value>) -> Result<String, ParseError> {
         Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         _ => Err(ParseError::Field("user.id")),
-    }
-}
-
-/// A string column: absent or null is `None`; any other non-string is an error.
-fn optional_string(fields: &Map<String, Value>, key: &str, label: &'static str) -> Result<Option<String>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ParseError::Field(label)),
-    }
-}
-
-/// A time column (ISO 8601 or epoch ms): absent or null is `None`; anything unreadable is an
-/// error (a wrong `updatedAt` must not slip past the newer-wins rule).
-fn optional_time(
-    fields: &Map<String, Value>,
-    key: &str,
-    label: &'static str,
-) -> Result<Option<DateTime<Utc>>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => from_json(value).map(Some).ok_or(ParseError::Field(label)),
     }
 }
 

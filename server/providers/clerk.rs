@@ -8,7 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::timestamps::{clerk_envelope_timestamp, from_epoch_ms, json_integer};
+use super::fields::{optional_epoch_ms, optional_string};
+use super::timestamps::{clerk_envelope_timestamp, json_integer};
 use super::{Delivery, ParseError};
 use crate::users::{UserChange, UserDeletion, UserRecord};
 
@@ -142,28 +143,6 @@ fn primary_email(fields: &Map<String, Value>) -> Result<Option<String>, ParseErr
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(email)) => Ok(Some(email.clone())),
         Some(_) => Err(ParseError::Field("data.email_addresses")),
-    }
-}
-
-/// A string column: absent or null is `None`; any other non-string is an error.
-fn optional_string(fields: &Map<String, Value>, key: &str, label: &'static str) -> Result<Option<String>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ParseError::Field(label)),
-    }
-}
-
-/// A millisecond-epoch column: absent or null is `None`; a non-integer or out-of-range
-/// value is an error (a wrong `updated_at` must not slip past the newer-wins rule).
-fn optional_epoch_ms(
-    fields: &Map<String, Value>,
-    key: &str,
-    label: &'static str,
-) -> Result<Option<DateTime<Utc>>, ParseError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => json_integer(value).and_then(from_epoch_ms).map(Some).ok_or(ParseError::Field(label)),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth0;
 pub mod better_auth;
 pub mod clerk;
+pub mod fields;
 pub mod svix;
 pub mod timestamps;
 
