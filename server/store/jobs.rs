@@ -172,7 +172,8 @@ impl ControlStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Records the pass start and the expected user count (first claim only).
+    /// Records the start of a pass and the users it expects to list. A repair pass adds its
+    /// count to what earlier passes fetched, so progress stays a fraction of the whole job.
     pub async fn start_pass(
         &self,
         job_id: &str,
@@ -183,7 +184,8 @@ impl ControlStore {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE capydb_auth_sync.backfill_jobs SET pass_started_at = $3, users_expected = $4, updated_at = now() \
+                "UPDATE capydb_auth_sync.backfill_jobs SET pass_started_at = $3, updated_at = now(), \
+                   users_expected = CASE WHEN pass_started_at IS NULL THEN $4 ELSE users_fetched + $4 END \
                  WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
                 &[&job_id, &owner, &pass_started_at, &users_expected],
             )

@@ -368,22 +368,30 @@ async fn a_deletion_no_webhook_saw_is_repaired_by_the_next_backfill() {
 async fn watch_backfill_streams_increasing_progress_until_a_terminal_state() {
     let clerk = fake(1_500).await;
     let app = app_for(&clerk, 100).await;
-    let gate = clerk.pause_users_request(2);
+    // Request 1 is the key check; page 1 is request 2; page 8 (request 9) is held so the
+    // watcher is sure to see the job mid-way.
+    let start = clerk.pause_users_request(2);
+    let midway = clerk.pause_users_request(9);
     app.client.configure_integration(clerk_request("watch", &app.project_url, clerk.secret_key())).await.unwrap();
     let mut stream = app.client.watch_backfill("watch", Provider::Clerk).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(BackfillState::try_from(first.state).unwrap(), BackfillState::Queued | BackfillState::Running));
-    gate.release();
+    start.release();
     let mut snapshots = vec![first];
+    while snapshots.last().unwrap().users_written < 500 {
+        snapshots.push(stream.next().await.expect("more snapshots").unwrap());
+    }
+    assert_eq!(snapshots.last().unwrap().state, BackfillState::Running as i32);
+    midway.release();
     while let Some(item) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.unwrap() {
         snapshots.push(item.unwrap());
     }
     let last = snapshots.last().unwrap();
     succeeded(last);
     assert_eq!(last.users_written, 1_500);
-    assert!(snapshots.len() >= 3, "{} snapshots", snapshots.len());
     for pair in snapshots.windows(2) {
         assert!(pair[1].users_written >= pair[0].users_written && pair[1].pages >= pair[0].pages);
+        assert_ne!(pair[0], pair[1], "only changes are streamed");
     }
     assert!(
         snapshots.iter().any(|s| s.users_written > 0 && s.users_written < 1_500),
