@@ -154,9 +154,17 @@ fn verdict(r: &StatusReport, mode: pb::SyncMode) -> String {
              add credentials.webhook_signing_secret to go live"
                 .to_string()
         }
-        _ => match r.webhooks.last_event_at {
-            Some(t) => format!("healthy: live, last event at {}", t.to_rfc3339()),
-            None => "healthy: live, waiting for the first webhook event".to_string(),
-        },
+        _ => {
+            let w = &r.webhooks;
+            match (w.last_event_at, w.last_error_at) {
+                (event, Some(failed)) if event.is_none_or(|e| failed > e) => format!(
+                    "needs attention: the last webhook delivery failed at {}: {} (check the webhook secret configured at the provider)",
+                    failed.to_rfc3339(),
+                    w.last_error.as_deref().unwrap_or("unknown error")
+                ),
+                (Some(t), _) => format!("healthy: live, last event at {}", t.to_rfc3339()),
+                (None, _) => "healthy: live, waiting for the first webhook event".to_string(),
+            }
+        }
     }
 }

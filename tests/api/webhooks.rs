@@ -312,8 +312,13 @@ async fn every_bad_delivery_gets_its_status_and_writes_nothing() {
     );
     assert!(stats.last_event_at.is_none(), "no event was accepted");
 
-    // The good one still works afterwards.
+    let verdict = app.client.get_sync_status("bad", client::Provider::Clerk).await.unwrap().verdict;
+    assert!(verdict.starts_with("needs attention: the last webhook delivery failed"), "{verdict}");
+
+    // The good one still works afterwards, and the verdict recovers.
     assert_eq!(app.send(&url, &good).await.0, 200);
+    let verdict = app.client.get_sync_status("bad", client::Provider::Clerk).await.unwrap().verdict;
+    assert!(verdict.starts_with("healthy: live"), "{verdict}");
 }
 
 #[tokio::test]
