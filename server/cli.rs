@@ -92,12 +92,25 @@ async fn signal_shutdown(token: CancellationToken) {
     token.cancel();
 }
 
+/// Needs only the control database and the keyring (new key first, old keys after it).
 async fn rotate_keys(cli: &Cli) -> Result<(), String> {
-    let (settings, _) = settings(cli).await?;
-    let store =
-        ControlStore::connect(settings.control_database_url.expose_secret(), 2).await.map_err(|e| e.to_string())?;
-    let n = crate::integrations::rotate_keys(&store, &settings.keyring).await.map_err(|e| e.to_string())?;
-    println!("re-encrypted the secrets of {n} integration(s) with key `{}`", settings.keyring.active_key_id());
+    let o = &cli.opts;
+    let dev = if o.dev { Some(crate::dev::prepare(o).await.map_err(|e| e.to_string())?) } else { None };
+    let url = o
+        .database_url
+        .clone()
+        .or_else(|| dev.as_ref().map(|d| d.defaults.database_url.clone()))
+        .ok_or("no control database: set CAPYDB_AUTH_SYNC_DATABASE_URL (or --database-url)")?;
+    let keys = o
+        .master_keys
+        .clone()
+        .or_else(|| dev.as_ref().map(|d| d.defaults.master_keys.expose_secret().to_string()))
+        .ok_or("no master keys: set CAPYDB_AUTH_SYNC_MASTER_KEYS to `new:…,old:…` (the first encrypts)")?;
+    let keyring =
+        Keyring::parse(&secrecy::SecretString::from(keys)).map_err(|e| format!("CAPYDB_AUTH_SYNC_MASTER_KEYS: {e}"))?;
+    let store = ControlStore::connect(&url, 2).await.map_err(|e| e.to_string())?;
+    let n = crate::integrations::rotate_keys(&store, &keyring).await.map_err(|e| e.to_string())?;
+    println!("re-encrypted the secrets of {n} integration(s) with key `{}`", keyring.active_key_id());
     Ok(())
 }
 

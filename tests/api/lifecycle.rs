@@ -399,9 +399,23 @@ async fn rotate_keys_leaves_everything_readable_with_only_the_new_key() {
 
     // rotate-keys with the new key in front.
     let new = test_keyring_spec("new");
-    let both = capydb_auth_sync::crypto::Keyring::parse(&secrecy::SecretString::from(format!("{new},{old}"))).unwrap();
-    let store = capydb_auth_sync::store::ControlStore::connect(&control_url, 2).await.unwrap();
-    assert_eq!(capydb_auth_sync::integrations::rotate_keys(&store, &both).await.unwrap(), 1);
+    // The real command, as an operator runs it.
+    let (url, keys) = (control_url.clone(), format!("{new},{old}"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"))
+            .arg("rotate-keys")
+            .env_remove("CAPYDB_AUTH_SYNC_ADMIN_TOKENS")
+            .env("CAPYDB_AUTH_SYNC_DATABASE_URL", url)
+            .env("CAPYDB_AUTH_SYNC_MASTER_KEYS", keys)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("1 integration(s) with key `new`"), "{printed}");
+    assert!(!printed.contains(&new[4..]) && !String::from_utf8_lossy(&out.stderr).contains(&new[4..]));
     let enc: String = connect(&control_url)
         .await
         .query_one("SELECT webhook_secret_enc FROM capydb_auth_sync.integrations", &[])
