@@ -99,11 +99,12 @@ async fn prepare_template(pg: &LocalPostgres) -> String {
     // One harness at a time prepares (several test binaries may start together).
     c.execute("SELECT pg_advisory_lock(7312001)", &[]).await.unwrap();
     let stale = c.query("SELECT datname::text FROM pg_database WHERE datname LIKE 'capytest\\_%'", &[]).await.unwrap();
-    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
+    // Older than 15 minutes: no run in progress still uses it.
+    let cutoff = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 900;
     for row in stale {
         let name: String = row.get(0);
         let created: u64 = name.split('_').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if created < hour_ago {
+        if created < cutoff {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
         }
     }
@@ -203,6 +204,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), app::RunError>>>,
+    /// Databases this app created (dropped with it); ones passed in belong to the test.
+    owned_dbs: Vec<String>,
 }
 
 /// Knobs a test may turn before the server starts.
@@ -227,13 +230,22 @@ impl TestApp {
 
     pub async fn spawn_with(o: TestOptions) -> TestApp {
         init_logs();
+        let mut owned_dbs = Vec::new();
         let control_url = match o.control_url {
             Some(u) => u,
-            None => new_control_db().await,
+            None => {
+                let u = new_control_db().await;
+                owned_dbs.push(db_name(&u));
+                u
+            }
         };
         let project_url = match o.project_url {
             Some(u) => u,
-            None => new_project_db().await,
+            None => {
+                let u = new_project_db().await;
+                owned_dbs.push(db_name(&u));
+                u
+            }
         };
         let keys = o.keyring.unwrap_or_else(|| test_keyring_spec("k1"));
         let keyring = Keyring::parse(&SecretString::from(keys)).unwrap();
@@ -277,6 +289,7 @@ impl TestApp {
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
             shutdown,
             handle: Some(handle),
+            owned_dbs,
         };
         app.wait_ready().await;
         app
@@ -379,7 +392,26 @@ impl Drop for TestApp {
         if let Some(h) = self.handle.take() {
             h.abort();
         }
+        // Drop this app's databases now (a run leaves no clutter); anything a crashed run
+        // leaves behind is swept by age when the next run starts.
+        let (Some((pg, _)), dbs) = (PG.get(), std::mem::take(&mut self.owned_dbs)) else { return };
+        let admin_url = pg.url_for("postgres");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let Ok((c, conn)) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await else { return };
+                tokio::spawn(conn);
+                for db in dbs {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
     }
+}
+
+fn db_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_string()
 }
 
 pub fn test_keyring_spec(id: &str) -> String {
