@@ -45,7 +45,8 @@ impl ClerkSecretKey {
     pub fn parse(s: &str) -> Result<Self, FieldViolation> {
         let rest = s.strip_prefix("sk_live_").or_else(|| s.strip_prefix("sk_test_"));
         match rest {
-            Some(r) if r.len() >= 4 && r.bytes().all(|b| b.is_ascii_graphic()) => {
+            // Real keys are ~40 characters; a short one would be mostly revealed by the hint.
+            Some(r) if r.len() >= 12 && r.bytes().all(|b| b.is_ascii_graphic()) => {
                 Ok(ClerkSecretKey(SecretString::from(s.to_string())))
             }
             _ => Err(FieldViolation::new(
@@ -130,7 +131,8 @@ mod tests {
     fn clerk_keys_and_hints() {
         let k = ClerkSecretKey::parse("sk_live_abcdefghijklmnopa1b2").unwrap();
         assert_eq!(k.hint(), "sk_live_…a1b2");
-        assert_eq!(ClerkSecretKey::parse("sk_test_0123456789").unwrap().hint(), "sk_test_…6789");
+        assert_eq!(ClerkSecretKey::parse("sk_test_0123456789abcdef").unwrap().hint(), "sk_test_…cdef");
+        assert!(ClerkSecretKey::parse("sk_test_0123456789").is_err(), "too short to hint safely");
         for bad in ["pk_live_abc", "sk_live_", "sk_prod_abcdef", "sk_test_ab cd"] {
             assert_eq!(ClerkSecretKey::parse(bad).err().unwrap().field, "credentials.secret_key");
         }

@@ -1,7 +1,7 @@
 //! The integration lifecycle behind the gRPC API: configure (validate, create the users
 //! table, check the Clerk key, encrypt, store, start the first backfill), resolve, list,
 //! delete, status. Protocol-free: the gRPC layer maps these types to and from protobuf.
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::app::AppState;
 use crate::backfill::ClerkApiError;
@@ -186,9 +186,26 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let saved = state.store.save_integration(&row).await?;
     tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = existing.is_none(), "integration configured");
 
-    // A new (or replaced) Clerk key starts a backfill: the initial fill, or a re-fill with
-    // the new instance's users.
-    if provider.supports_backfill() && secret_key.is_some() {
+    // A new Clerk key or a new database starts a backfill: the initial fill, or a re-fill from
+    // the new instance into the new table. A backfill still running on the old ones is
+    // cancelled first (its runner stops at its next checkpoint).
+    let stored = |row: &IntegrationRow, field| -> Option<String> {
+        let secret = match field {
+            fields::SECRET_KEY => row.secret_key(keyring).ok().flatten(),
+            _ => row.database_url(keyring).ok(),
+        };
+        secret.map(|s| s.expose_secret().to_string())
+    };
+    let differs = |given: &str, field| existing.as_ref().and_then(|e| stored(e, field)).as_deref() != Some(given);
+    let source_changed = (secret_key.is_some() && differs(&input.secret_key, fields::SECRET_KEY))
+        || (target.is_some() && differs(&input.database_url, fields::DATABASE_URL));
+    if provider.supports_backfill() && saved.secret_key_enc.is_some() && source_changed {
+        if !is_new {
+            let reason = "cancelled: the secret key or the database changed; a new backfill replaces it";
+            if let Some(old) = state.store.cancel_active_job(&saved.id, reason).await? {
+                tracing::info!(project_id = %saved.project_id, job_id = %old, "running backfill superseded");
+            }
+        }
         let (job, created) = state.backfills.start(&saved).await?;
         tracing::info!(project_id = %saved.project_id, job_id = %job.id, created, "backfill queued");
     }

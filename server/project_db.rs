@@ -141,17 +141,60 @@ impl ProjectDbTarget {
         Ok(ProjectDbTarget { config, tls, display })
     }
 
+    /// The connection settings (the control store shares this URL handling).
+    pub fn config(&self) -> tokio_postgres::Config {
+        self.config.clone()
+    }
+
+    /// A pool manager for `cfg`, with this target's TLS.
+    pub fn manager(&self, cfg: tokio_postgres::Config) -> Manager {
+        let mgr_cfg = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        match self.tls {
+            TlsMode::Disable => Manager::from_config(cfg, tokio_postgres::NoTls, mgr_cfg),
+            TlsMode::Prefer | TlsMode::Require => Manager::from_config(cfg, tls::unverified(), mgr_cfg),
+            TlsMode::Verify => Manager::from_config(cfg, tls::verified(), mgr_cfg),
+        }
+    }
+
+    /// One connection outside any pool (migrations), its connection task spawned.
+    pub async fn connect_once(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        fn drive<S, T>(conn: tokio_postgres::Connection<S, T>)
+        where
+            S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        Ok(match self.tls {
+            TlsMode::Disable => {
+                let (c, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                drive(conn);
+                c
+            }
+            TlsMode::Prefer | TlsMode::Require => {
+                let (c, conn) = cfg.connect(tls::unverified()).await?;
+                drive(conn);
+                c
+            }
+            TlsMode::Verify => {
+                let (c, conn) = cfg.connect(tls::verified()).await?;
+                drive(conn);
+                c
+            }
+        })
+    }
+
     /// A fresh pool for this target.
     fn pool(&self, settings: &ProjectDbSettings) -> Result<Pool, ProjectDbError> {
         let mut cfg = self.config.clone();
         cfg.connect_timeout(settings.connect_timeout);
         cfg.application_name("capydb-auth-sync");
-        let mgr_cfg = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-        let mgr = match self.tls {
-            TlsMode::Disable => Manager::from_config(cfg, tokio_postgres::NoTls, mgr_cfg),
-            TlsMode::Prefer | TlsMode::Require => Manager::from_config(cfg, tls::unverified(), mgr_cfg),
-            TlsMode::Verify => Manager::from_config(cfg, tls::verified(), mgr_cfg),
-        };
+        let mgr = self.manager(cfg);
         let timeout_ms = settings.statement_timeout.as_millis() as i64;
         Pool::builder(mgr)
             .max_size(settings.pool_size)
@@ -189,16 +232,17 @@ fn redact_error(msg: &str, url: &str) -> String {
 }
 
 struct CachedPool {
-    fingerprint: [u8; 32],
     pool: Pool,
     last_used: Instant,
 }
 
-/// Pools of all project databases, keyed by integration id.
+/// Pools of all project databases, keyed by integration id and URL fingerprint, so a job
+/// still using an old URL and webhooks using the new one never close each other's pool (the
+/// old one is closed as idle).
 #[derive(Clone)]
 pub struct ProjectPools {
     settings: ProjectDbSettings,
-    pools: Arc<Mutex<HashMap<String, CachedPool>>>,
+    pools: Arc<Mutex<HashMap<(String, [u8; 32]), CachedPool>>>,
 }
 
 impl ProjectPools {
@@ -206,39 +250,36 @@ impl ProjectPools {
         ProjectPools { settings, pools: Arc::new(Mutex::new(HashMap::new())) }
     }
 
-    /// The pool of an integration's database, creating it on first use (or when the URL
-    /// changed). Creating a pool does not connect; the first `get()` does.
+    /// The pool of an integration's database, creating it on first use. Creating a pool does
+    /// not connect; the first `get()` does.
     pub fn pool(&self, integration_id: &str, url: &SecretString) -> Result<Pool, ProjectDbError> {
-        let fingerprint: [u8; 32] = Sha256::digest(url.expose_secret().as_bytes()).into();
+        let key = (integration_id.to_string(), Sha256::digest(url.expose_secret().as_bytes()).into());
         let mut pools = self.pools.lock().expect("project pool map poisoned");
-        if let Some(cached) = pools.get_mut(integration_id) {
-            if cached.fingerprint == fingerprint {
-                cached.last_used = Instant::now();
-                return Ok(cached.pool.clone());
-            }
+        if let Some(cached) = pools.get_mut(&key) {
+            cached.last_used = Instant::now();
+            return Ok(cached.pool.clone());
         }
         let pool = ProjectDbTarget::parse(url)?.pool(&self.settings)?;
-        if pools.len() >= self.settings.max_pools && !pools.contains_key(integration_id) {
+        if pools.len() >= self.settings.max_pools {
             if let Some(oldest) = pools.iter().min_by_key(|(_, p)| p.last_used).map(|(k, _)| k.clone()) {
                 if let Some(evicted) = pools.remove(&oldest) {
                     evicted.pool.close();
                 }
             }
         }
-        if let Some(old) = pools.insert(
-            integration_id.to_string(),
-            CachedPool { fingerprint, pool: pool.clone(), last_used: Instant::now() },
-        ) {
-            old.pool.close();
-        }
+        pools.insert(key, CachedPool { pool: pool.clone(), last_used: Instant::now() });
         Ok(pool)
     }
 
-    /// Drops the pool of a deleted integration.
+    /// Closes every pool of a deleted integration.
     pub fn forget(&self, integration_id: &str) {
-        if let Some(p) = self.pools.lock().expect("project pool map poisoned").remove(integration_id) {
-            p.pool.close();
-        }
+        self.pools.lock().expect("project pool map poisoned").retain(|(id, _), p| {
+            let keep = id != integration_id;
+            if !keep {
+                p.pool.close();
+            }
+            keep
+        });
     }
 
     /// Closes pools unused for longer than `max_idle`; returns how many.

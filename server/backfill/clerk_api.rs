@@ -5,8 +5,8 @@
 //!   `sk_live_`: production), running at 90 % of Clerk's documented rate with a small burst,
 //!   so Clerk's own limiter should never fire;
 //! - 429: wait `Retry-After` seconds (Clerk's own word), then retry;
-//! - 5xx, timeouts, connection errors and truncated bodies: exponential backoff with full
-//!   jitter, up to `max_attempts`;
+//! - 5xx, timeouts, connection errors and truncated bodies: exponential backoff with jitter,
+//!   up to `max_attempts`;
 //! - 401/403: fail at once — the secret key was rejected; other 4xx: fail with Clerk's message.
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
@@ -191,7 +191,8 @@ impl ClerkApi {
     }
 }
 
-/// Full-jitter exponential backoff: uniform in [base·2^(n-1)/2, base·2^(n-1)], capped at 30 s.
+/// Exponential backoff with "equal jitter": uniform in [c/2, c] for c = base·2^(n-1), capped
+/// at 30 s — never hammering, never waiting much longer than needed.
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let ceiling = base.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(30));
     let ms = ceiling.as_millis().max(2) as u64;

@@ -180,8 +180,7 @@ impl ProjectDb<'_> {
 const MAX_PASSES: u32 = 3;
 
 async fn live_rows(pool: &deadpool_postgres::Pool) -> Result<i64, ProjectDbError> {
-    let client = pool.get().await?;
-    Ok(client.query_one("SELECT count(*) FROM capydb_auth.users WHERE deleted_at IS NULL", &[]).await?.get(0))
+    UsersWriter::live_clerk_rows(&pool.get().await?).await
 }
 
 /// One pass from `cursor` to its last page, fetch and write pipelined.
@@ -215,7 +214,9 @@ async fn run_pass(
         }
     };
 
-    let writer = async {
+    // The writer owns the receiver, so when it stops early (lease lost, an error, shutdown)
+    // the channel closes and a fetcher waiting to hand over a page stops too.
+    let writer = async move {
         while let Some(page) = rx.recv().await {
             let (written, stale, reconciled) = write_page(db, &page, pass_started_at).await?;
             let progress = JobProgress {

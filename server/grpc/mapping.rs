@@ -156,11 +156,20 @@ fn verdict(r: &StatusReport, mode: pb::SyncMode) -> String {
         }
         _ => {
             let w = &r.webhooks;
+            // A failed signature check is counted but does not by itself flag the integration
+            // (anyone can post junk to a public URL) unless nothing has ever verified.
+            let authenticated_failure =
+                w.last_error.as_deref().is_some_and(|e| !e.starts_with("webhook verification failed"));
             match (w.last_event_at, w.last_error_at) {
-                (event, Some(failed)) if event.is_none_or(|e| failed > e) => format!(
-                    "needs attention: the last webhook delivery failed at {}: {} (check the webhook secret configured at the provider)",
+                (event, Some(failed)) if authenticated_failure && event.is_none_or(|e| failed > e) => format!(
+                    "needs attention: the last webhook delivery failed at {}: {}",
                     failed.to_rfc3339(),
                     w.last_error.as_deref().unwrap_or("unknown error")
+                ),
+                (None, Some(_)) if w.rejected > 0 => format!(
+                    "needs attention: {} webhook deliveries were rejected and none has verified yet; check that the \
+                     signing secret configured here is the provider's",
+                    w.rejected
                 ),
                 (Some(t), _) => format!("healthy: live, last event at {}", t.to_rfc3339()),
                 (None, _) => "healthy: live, waiting for the first webhook event".to_string(),

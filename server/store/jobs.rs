@@ -260,6 +260,21 @@ impl ControlStore {
         Ok(n == 1)
     }
 
+    /// Ends the integration's queued or running job as cancelled (its runner notices at its
+    /// next checkpoint or heartbeat and stops). Returns the cancelled job's id.
+    pub async fn cancel_active_job(&self, integration_id: &str, reason: &str) -> Result<Option<String>, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "UPDATE capydb_auth_sync.backfill_jobs SET state = 'cancelled', error = $2, finished_at = now(), \
+                   updated_at = now(), lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE integration_id = $1 AND state IN ('queued', 'running') RETURNING id",
+                &[&integration_id, &reason],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Gives the lease up without ending the job (graceful shutdown): another replica, or
     /// this one after a restart, resumes it from its checkpoint at once.
     pub async fn release_job(&self, job_id: &str, owner: &str) -> Result<(), StoreError> {

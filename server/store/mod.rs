@@ -5,7 +5,10 @@ pub mod integrations;
 pub mod jobs;
 pub mod stats;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Pool, Runtime};
+use secrecy::SecretString;
+
+use crate::project_db::ProjectDbTarget;
 use std::time::Duration;
 
 pub use integrations::IntegrationRow;
@@ -56,10 +59,8 @@ pub struct ControlStore {
     counters: Pool,
 }
 
-fn build_pool(cfg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
-    let mgr =
-        Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(mgr)
+fn build_pool(target: &ProjectDbTarget, cfg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    Pool::builder(target.manager(cfg))
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(5)))
@@ -72,18 +73,20 @@ fn build_pool(cfg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreErr
 impl ControlStore {
     /// Connects (lazily, pooled) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let mut cfg: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError::Unavailable(format!("bad control database URL: {e}")))?;
+        // Same URL handling as project databases, including sslmode and TLS.
+        let target = ProjectDbTarget::parse(&SecretString::from(url.to_string()))
+            .map_err(|e| StoreError::Unavailable(format!("control database URL: {e}")))?;
+        let mut cfg = target.config();
         cfg.connect_timeout(Duration::from_secs(5));
         cfg.application_name("capydb-auth-sync");
-        migrate(&cfg).await?;
-        let pool = build_pool(cfg.clone(), max_connections)?;
+        migrate(&target, &cfg).await?;
+        let pool = build_pool(&target, cfg.clone(), max_connections)?;
         // Counters are bumped on every delivery and are not worth an fsync each: their own
         // connections commit asynchronously (a crash may lose the last few increments, never
         // anything else).
         let mut counters_cfg = cfg;
         counters_cfg.options("-c synchronous_commit=off");
-        let counters = build_pool(counters_cfg, (max_connections / 2).max(2))?;
+        let counters = build_pool(&target, counters_cfg, (max_connections / 2).max(2))?;
         Ok(ControlStore { pool, counters })
     }
 
@@ -102,9 +105,8 @@ impl ControlStore {
     }
 }
 
-async fn migrate(cfg: &tokio_postgres::Config) -> Result<(), StoreError> {
-    let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    let conn = tokio::spawn(conn);
+async fn migrate(target: &ProjectDbTarget, cfg: &tokio_postgres::Config) -> Result<(), StoreError> {
+    let mut client = target.connect_once(cfg).await?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
     let result = async {
         client.batch_execute("CREATE SCHEMA IF NOT EXISTS capydb_auth_sync").await?;
@@ -118,6 +120,5 @@ async fn migrate(cfg: &tokio_postgres::Config) -> Result<(), StoreError> {
     .await;
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     drop(client);
-    let _ = conn.await;
     result
 }

@@ -98,11 +98,16 @@ ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
 WHERE u.deleted_at IS NULL
 RETURNING (xmax = 0) AS inserted";
 
-/// Soft-deletes rows whose users the provider no longer returns (backfill reconciliation),
-/// within one window of creation times that the provider has just listed in full.
+/// Rows a Clerk backfill answers for: Clerk user objects. Other providers' users may share
+/// the table (several integrations on one database) and are never reconciled by Clerk.
+const CLERK_ROWS: &str = "raw->>'object' = 'user' AND id LIKE 'user\\_%'";
+
+/// Soft-deletes Clerk rows whose users Clerk no longer returns (backfill reconciliation),
+/// within one window of creation times that Clerk has just listed in full.
 const RECONCILE: &str = "
 UPDATE capydb_auth.users SET deleted_at = $5
 WHERE deleted_at IS NULL
+  AND raw->>'object' = 'user' AND id LIKE 'user\\_%'
   AND created_at >= $1
   AND ($2::timestamptz IS NULL OR created_at < $2)
   AND created_at < $3
@@ -205,8 +210,8 @@ impl UsersWriter {
             .await?)
     }
 
-    /// Soft-deletes live rows created in `[from, to)` (to = None: no upper bound) and before
-    /// `pass_started_at` whose ids are not in `seen`. Returns how many rows it deleted.
+    /// Soft-deletes live Clerk rows created in `[from, to)` (to = None: no upper bound) and
+    /// before `pass_started_at` whose ids are not in `seen`. Returns how many rows it deleted.
     pub async fn reconcile_window(
         c: &impl GenericClient,
         from: DateTime<Utc>,
@@ -216,5 +221,11 @@ impl UsersWriter {
         deleted_at: DateTime<Utc>,
     ) -> Result<u64, ProjectDbError> {
         Ok(c.execute(RECONCILE, &[&from, &to, &pass_started_at, &seen, &deleted_at]).await?)
+    }
+
+    /// Live rows a Clerk backfill answers for (the count check after a pass).
+    pub async fn live_clerk_rows(c: &impl GenericClient) -> Result<i64, ProjectDbError> {
+        let sql = format!("SELECT count(*) FROM capydb_auth.users WHERE deleted_at IS NULL AND {CLERK_ROWS}");
+        Ok(c.query_one(&sql, &[]).await?.get(0))
     }
 }

@@ -58,9 +58,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        (&Method::GET, "/readyz") => match state.store.ping().await {
-            Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-            Err(e) => WebhookError::Unavailable(format!("control database unreachable: {e}")).into_response(),
+        (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+            Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+            Ok(Err(e)) => WebhookError::Unavailable(format!("control database unreachable: {e}")).into_response(),
+            Err(_) => WebhookError::Unavailable("control database did not answer within 2 s".into()).into_response(),
         },
         (_, "/healthz") | (_, "/readyz") => WebhookError::MethodNotAllowed.into_response(),
         _ => match parse_webhook_path(&path) {
