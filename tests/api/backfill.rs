@@ -461,3 +461,110 @@ async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
     let body = clerk_event("user.created", json!({"id": "user_z", "object": "user", "updated_at": 1}), 1);
     assert_eq!(app.send_clerk("del", &whsec, &body).await.0, 404);
 }
+
+#[tokio::test]
+async fn a_project_database_outage_fails_the_backfill_instead_of_hanging_and_a_rerun_completes() {
+    let clerk = fake(400).await;
+    let app = app_for(&clerk, 50).await;
+    let mut proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
+    let gate = clerk.pause_users_request(4);
+    app.client
+        .configure_integration(clerk_request("outage", &proxy.url_through(&app.project_url), clerk.secret_key()))
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    proxy.cut().await;
+    gate.release();
+    let job = app.wait_backfill_done("outage").await;
+    assert_eq!(job.state, BackfillState::Failed as i32, "the job ends instead of hanging");
+    assert!(job.error.contains("project database"), "{}", job.error);
+
+    proxy.restore().await;
+    app.client.run_backfill("outage", Provider::Clerk).await.unwrap();
+    succeeded(&app.wait_backfill_done("outage").await);
+    assert_table_mirrors(&app, &clerk, &[]).await;
+}
+
+#[tokio::test]
+async fn a_clerk_backfill_leaves_other_providers_rows_alone() {
+    let clerk = fake(60).await;
+    let app = app_for(&clerk, 25).await;
+    let secret = "better-auth-shared-secret-1234";
+    app.client
+        .configure_integration(ConfigureIntegrationRequest {
+            project_id: "mixed".into(),
+            provider: Provider::BetterAuth as i32,
+            database_url: app.project_url.clone(),
+            credentials: Some(Credentials { secret_key: String::new(), webhook_signing_secret: secret.into() }),
+        })
+        .await
+        .unwrap();
+    let body = json!({"event": "user.created", "user": {"id": "ba_1", "email": "ba@example.com", "name": "B A",
+        "createdAt": "2020-01-01T00:00:00Z", "updatedAt": "2020-01-01T00:00:00Z"}})
+    .to_string();
+    let req = client::SignedRequest::better_auth(secret, body.into_bytes());
+    assert_eq!(app.send(&app.webhook_url("better-auth", "mixed"), &req).await.0, 200);
+
+    app.client.configure_integration(clerk_request("mixed", &app.project_url, clerk.secret_key())).await.unwrap();
+    let job = app.wait_backfill_done("mixed").await;
+    succeeded(&job);
+    assert_eq!(job.deletions_reconciled, 0);
+    assert_eq!(job.users_fetched, 60, "one pass: the count check ignores other providers' rows");
+    let rows = users_table(&app.project().await).await;
+    assert_eq!(rows["ba_1"].deleted_at, None, "the Better Auth user is not Clerk's to delete");
+}
+
+#[tokio::test]
+async fn a_new_database_url_supersedes_the_running_backfill() {
+    let clerk = fake(500).await;
+    let app = app_for(&clerk, 50).await;
+    let gate = clerk.pause_users_request(4);
+    app.client.configure_integration(clerk_request("move", &app.project_url, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+    let old_job = app.client.get_sync_status("move", Provider::Clerk).await.unwrap().current_backfill.unwrap();
+    let new_db = new_project_db().await;
+    app.client.configure_integration(clerk_request("move", &new_db, "")).await.unwrap();
+    gate.release();
+    let job = app.wait_backfill_done("move").await;
+    assert_ne!(job.id, old_job.id, "a new job fills the new database");
+    succeeded(&job);
+    assert_eq!(users_table(&connect(&new_db).await).await.len(), 500);
+    let ctl = connect(&app.control_url).await;
+    let (state, error): (String, Option<String>) = {
+        let r = ctl
+            .query_one("SELECT state, error FROM capydb_auth_sync.backfill_jobs WHERE id = $1", &[&old_job.id])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(state, "cancelled");
+    assert!(error.unwrap().contains("changed"));
+}
+
+#[tokio::test]
+async fn a_crowded_millisecond_with_churn_never_soft_deletes_a_live_user() {
+    let clerk = fake(0).await;
+    // 25 users in one millisecond, pages of 10: that millisecond is paged by offset.
+    let ids: Vec<String> =
+        (0..25).map(|_| clerk.create_user_at(1_700_000_000_000)["id"].as_str().unwrap().to_string()).collect();
+    let app = app_for(&clerk, 10).await;
+    app.client.configure_integration(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
+    succeeded(&app.wait_backfill_done("crowd").await);
+    // Second backfill: the first user of the millisecond is deleted just before the page at
+    // offset 10, which shifts every later user by one place.
+    // Within one millisecond Clerk orders by id: the victim is the first of them.
+    let victim = ids.iter().min().unwrap().clone();
+    let base = clerk.stats().users_requests_admitted;
+    clerk.on_users_request(move |info, users| {
+        if info.seq > base && info.param("offset") == Some("10") {
+            users.delete(&victim);
+        }
+    });
+    app.client.run_backfill("crowd", Provider::Clerk).await.unwrap();
+    succeeded(&app.wait_backfill_done("crowd").await);
+    let rows = users_table(&app.project().await).await;
+    for user in clerk.users_snapshot() {
+        let id = user["id"].as_str().unwrap();
+        assert_eq!(rows[id].deleted_at, None, "{id} exists at Clerk and must stay live");
+    }
+}

@@ -481,3 +481,30 @@ async fn project_databases_can_require_tls() {
         .get(0);
     assert!(encrypted, "every service connection to the project database is TLS");
 }
+
+#[tokio::test]
+async fn a_database_password_never_comes_back() {
+    let app = TestApp::spawn().await;
+    // The test server trusts local connections, so the password is carried but not checked.
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    let url = app.project_url.replace("postgres@", &format!("postgres:{password}@"));
+    let whsec = new_whsec();
+    let configured = app.configure_clerk_on("pw", &whsec, &url).await;
+    let body = r#"{"type":"user.created","object":"event","timestamp":1,"data":{"id":"user_pw","object":"user","updated_at":1}}"#;
+    assert_eq!(app.send_clerk("pw", &whsec, body).await.0, 200);
+    let status = app.client.get_sync_status("pw", Provider::Clerk).await.unwrap();
+    let listed = app.client.list_integrations(None).await.unwrap();
+    assert!(status.database_error.is_empty(), "{}", status.database_error);
+    for text in [format!("{configured:?}"), format!("{status:?}"), format!("{listed:?}")] {
+        assert!(!text.contains(&password));
+    }
+    assert!(configured.database_target.ends_with(&app.project_url.rsplit('/').next().unwrap().to_string()));
+    let stored: String = connect(&app.control_url)
+        .await
+        .query_one("SELECT database_url_enc FROM capydb_auth_sync.integrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!stored.contains(&password), "stored encrypted");
+    assert_no_leaks(&app, &[&password]).await;
+}

@@ -213,3 +213,42 @@ async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
     gate.release();
     shutting_down.await.unwrap().expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn the_control_database_can_require_tls() {
+    let control = new_control_db().await;
+    let ssl: String = connect(&control).await.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let url = format!("{control}?sslmode=require");
+    if ssl != "on" {
+        // A server without TLS (the harness's throwaway cluster): refuse, never plaintext.
+        let keyring =
+            capydb_auth_sync::crypto::Keyring::parse(&secrecy::SecretString::from(test_keyring_spec("k1"))).unwrap();
+        let settings = capydb_auth_sync::config::Settings::new(
+            secrecy::SecretString::from(url),
+            keyring,
+            vec![secrecy::SecretString::from(TEST_TOKEN.to_string())],
+        );
+        let listeners = capydb_auth_sync::app::Listeners {
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            metrics: None,
+        };
+        let run = capydb_auth_sync::app::run(settings, listeners, tokio_util::sync::CancellationToken::new());
+        assert!(run.await.is_err());
+        return;
+    }
+    let app = TestApp::spawn_with(TestOptions { control_url: Some(url), ..Default::default() }).await;
+    app.configure_clerk_webhooks("tls_ctl", &new_whsec()).await;
+    assert_eq!(app.client.list_integrations(None).await.unwrap().len(), 1);
+    let encrypted: bool = connect(&control)
+        .await
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.datname = $1 AND a.application_name = 'capydb-auth-sync'",
+            &[&control.rsplit('/').next().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "every service connection to the control database is TLS");
+}

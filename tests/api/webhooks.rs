@@ -376,3 +376,27 @@ async fn an_unreachable_project_database_is_a_503_and_the_retry_applies() {
     let stats = app.webhook_stats("down").await;
     assert_eq!((stats.applied, stats.unavailable), (2, 1));
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused_while_reading() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let whsec = new_whsec();
+    app.configure_clerk_webhooks("chunked", &whsec).await;
+    let mut s = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    let head = "POST /api/capydb/v1/integrations/clerk/webhook/chunked HTTP/1.1\r\nhost: localhost\r\n\
+                content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    // No Content-Length: 64 KiB chunks until the server answers (bounded at 4 MiB).
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+    for _ in 0..64 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break; // the server stopped reading: it has answered
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(users_table(&app.project().await).await.is_empty());
+}
