@@ -231,6 +231,9 @@ fn redact_error(msg: &str, url: &str) -> String {
     out
 }
 
+/// (integration id, SHA-256 of the database URL).
+type PoolKey = (String, [u8; 32]);
+
 struct CachedPool {
     pool: Pool,
     last_used: Instant,
@@ -242,7 +245,7 @@ struct CachedPool {
 #[derive(Clone)]
 pub struct ProjectPools {
     settings: ProjectDbSettings,
-    pools: Arc<Mutex<HashMap<(String, [u8; 32]), CachedPool>>>,
+    pools: Arc<Mutex<HashMap<PoolKey, CachedPool>>>,
 }
 
 impl ProjectPools {
