@@ -122,11 +122,21 @@ impl ClerkApi {
     }
 
     /// Checks the key with the cheapest call there is.
+    /// Someone is waiting on this one (ConfigureIntegration), so it tries only twice.
     pub async fn verify_key(&self) -> Result<(), ClerkApiError> {
-        self.list_users(&[("limit", "1".to_string())]).await.map(|_| ())
+        self.get_with_attempts("/v1/users", &[("limit", "1".to_string())], 2).await.map(|_| ())
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClerkApiError> {
+        self.get_with_attempts(path, query, self.settings.max_attempts).await
+    }
+
+    async fn get_with_attempts(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        max_attempts: u32,
+    ) -> Result<Value, ClerkApiError> {
         let url = format!("{}{}", self.settings.api_url, path);
         let mut failures = 0u32;
         let mut throttles = 0u32;
@@ -181,7 +191,7 @@ impl ClerkApi {
                 }
             };
             failures += 1;
-            if failures >= self.settings.max_attempts {
+            if failures >= max_attempts {
                 return Err(ClerkApiError::Unreachable { attempts: failures, last: retry_reason });
             }
             let delay = backoff(self.settings.retry_base, failures);

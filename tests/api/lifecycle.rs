@@ -508,3 +508,14 @@ async fn a_database_password_never_comes_back() {
     assert!(!stored.contains(&password), "stored encrypted");
     assert_no_leaks(&app, &[&password]).await;
 }
+
+#[tokio::test]
+async fn an_unreachable_clerk_api_is_unavailable_and_stores_nothing() {
+    // TestApp points CLERK_API_URL at a closed port unless told otherwise.
+    let app = TestApp::spawn().await;
+    let req = clerk_request("noclerk", &app.project_url, "sk_test_0123456789abcdef", "");
+    let status = status_of(app.client.configure_integration(req).await.unwrap_err());
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("Clerk"), "{}", status.message());
+    assert!(app.client.list_integrations(None).await.unwrap().is_empty());
+}
