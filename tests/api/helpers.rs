@@ -463,11 +463,11 @@ pub struct UserRow {
     pub raw: Option<serde_json::Value>,
 }
 
-/// Fails if any of `secrets` appears in the captured logs or the metrics.
+/// Fails if any of `secrets` (or the admin token) appears in the captured logs or the metrics.
 pub async fn assert_no_leaks(app: &TestApp, secrets: &[&str]) {
     let logs = captured_logs();
     let metrics = app.metrics().await;
-    for s in secrets {
+    for s in secrets.iter().chain(&[TEST_TOKEN]) {
         assert!(!s.is_empty());
         assert!(!logs.contains(s), "a secret appears in the logs");
         assert!(!metrics.contains(s), "a secret appears in the metrics");
