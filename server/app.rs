@@ -38,9 +38,9 @@ pub enum RunError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-/// Runs the service until `shutdown` is cancelled, then drains: health NOT_SERVING, stop
-/// accepting, let in-flight requests finish, let backfills checkpoint and give their leases
-/// back. If this future is dropped instead (abrupt stop), backfill runners stop dead at once
+/// Runs the service until `shutdown` is cancelled, then drains: health NOT_SERVING and
+/// /readyz 503 at once, backfills checkpoint and give their leases back; after the drain
+/// period the listeners stop accepting and in-flight requests finish. If this future is dropped instead (abrupt stop), backfill runners stop dead at once
 /// and their leases expire — exactly what a crash looks like to the other replicas.
 pub async fn run(settings: Settings, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     let store =
@@ -60,18 +60,38 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         shutdown: shutdown.clone(),
     });
     let grace = settings.shutdown_grace;
+    // `shutdown` starts draining (health NOT_SERVING, /readyz 503, backfills hand over);
+    // `stop` closes the listeners once the drain period has passed.
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, stop, kill, drain) = (shutdown.clone(), stop.clone(), kill.clone(), settings.shutdown_drain);
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = kill.cancelled() => return,
+            }
+            if !drain.is_zero() {
+                tracing::info!(
+                    drain_secs = drain.as_secs_f64(),
+                    "draining: health is NOT_SERVING, listeners stay open"
+                );
+                tokio::time::sleep(drain).await;
+            }
+            stop.cancel();
+        }
+    });
 
     let metrics = listeners.metrics.map(|l| {
         let handle = crate::metrics::install();
-        tokio::spawn(crate::metrics::serve(l, handle, shutdown.clone(), kill.clone()))
+        tokio::spawn(crate::metrics::serve(l, handle, stop.clone(), kill.clone()))
     });
     if metrics.is_none() {
         crate::metrics::install();
     }
     let supervisor = tokio::spawn(backfills.clone().supervise());
     tokio::spawn(evict_idle_pools(state.pools.clone(), shutdown.clone(), kill.clone()));
-    let webhooks = crate::webhook::serve(state.clone(), listeners.http, shutdown.clone(), grace);
-    let grpc = crate::grpc::serve(state.clone(), listeners.grpc, shutdown.clone(), grace);
+    let webhooks = crate::webhook::serve(state.clone(), listeners.http, stop.clone(), grace);
+    let grpc = crate::grpc::serve(state.clone(), listeners.grpc, shutdown.clone(), stop.clone(), grace);
     tracing::info!(instance = %settings.instance_id, "capydb-auth-sync serving");
 
     let (grpc_result, ()) = tokio::join!(grpc, webhooks);

@@ -112,6 +112,10 @@ pub struct ServeOptions {
     /// How long shutdown waits for in-flight work, in seconds.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, keep serving this many seconds with health NOT_SERVING and /readyz 503, so
+    /// load balancers move traffic away before the listeners close.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
+    pub shutdown_drain_secs: u64,
     /// Log format: `text` or `json`. Level via RUST_LOG (default info).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -168,6 +172,8 @@ pub struct Settings {
     pub grpc_concurrency: usize,
     pub control_pool_size: usize,
     pub shutdown_grace: Duration,
+    /// Time between "draining" (health NOT_SERVING) and closing the listeners.
+    pub shutdown_drain: Duration,
     /// Identifies this replica in backfill leases.
     pub instance_id: String,
 }
@@ -215,6 +221,7 @@ impl Settings {
             grpc_concurrency: 256,
             control_pool_size: 16,
             shutdown_grace: Duration::from_secs(20),
+            shutdown_drain: Duration::ZERO,
             instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
         }
     }
@@ -286,6 +293,7 @@ impl Settings {
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
         s.grpc_concurrency = o.grpc_concurrency.max(1);
         s.shutdown_grace = Duration::from_secs(o.shutdown_grace_secs);
+        s.shutdown_drain = Duration::from_secs(o.shutdown_drain_secs);
         Ok(s)
     }
 }

@@ -17,12 +17,13 @@ use crate::app::AppState;
 use crate::pb::auth_sync_service_server::AuthSyncServiceServer;
 pub use service::GrpcService;
 
-/// Serves until `shutdown`; then health turns NOT_SERVING, the listener closes, and in-flight
-/// calls get up to `grace` to finish.
+/// Serves until `stop`. Health turns NOT_SERVING as soon as `shutdown` fires (the drain
+/// period); at `stop` the listener closes and in-flight calls get up to `grace` to finish.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: CancellationToken,
+    stop: CancellationToken,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -45,14 +46,20 @@ pub async fn serve(
     let auth = auth::AdminAuth::new(&state.settings.admin_tokens);
     let api = AuthSyncServiceServer::with_interceptor(GrpcService::new(state.clone()), move |req| auth.check(req));
 
-    let signal = {
-        let shutdown = shutdown.clone();
-        let health = health.clone();
+    tokio::spawn({
+        let (shutdown, stop, health) = (shutdown.clone(), stop.clone(), health.clone());
         async move {
-            shutdown.cancelled().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = stop.cancelled() => {}
+            }
             health.set_not_serving::<AuthSyncServiceServer<GrpcService>>().await;
             health.set_service_status("", ServingStatus::NotServing).await;
         }
+    });
+    let signal = {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
     };
     let server = tonic::transport::Server::builder()
         .timeout(state.settings.grpc_timeout)
@@ -65,7 +72,7 @@ pub async fn serve(
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
             tracing::warn!("gRPC calls still open after the shutdown grace period; closing them");
             Ok(())
         }

@@ -21,9 +21,9 @@ use error::{json, WebhookError};
 
 const WEBHOOK_PREFIX: &str = "/api/capydb/v1/integrations/";
 
-/// Accepts connections until `shutdown`; then stops accepting and lets in-flight requests
-/// finish (up to `grace`).
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken, grace: Duration) {
+/// Accepts connections until `stop`; then stops accepting and lets in-flight requests finish
+/// (up to `grace`).
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -37,7 +37,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
                     continue;
                 }
             },
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         };
         let state = state.clone();
         let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
@@ -58,6 +58,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, "/readyz") if state.shutdown.is_cancelled() => {
+            WebhookError::Unavailable("draining: the server is shutting down".into()).into_response()
+        }
         (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
             Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Ok(Err(e)) => WebhookError::Unavailable(format!("control database unreachable: {e}")).into_response(),

@@ -314,6 +314,11 @@ impl TestApp {
         self.handle.take().unwrap().await.expect("server task")
     }
 
+    /// Starts a graceful shutdown without waiting for it (to observe the drain period).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Abrupt stop, like a crash: the server future is dropped mid-flight.
     pub async fn kill(mut self) {
         let h = self.handle.take().unwrap();

@@ -252,3 +252,40 @@ async fn the_control_database_can_require_tls() {
         .get(0);
     assert!(encrypted, "every service connection to the control database is TLS");
 }
+
+#[tokio::test]
+async fn during_the_drain_period_health_is_not_serving_and_deliveries_still_apply() {
+    let app = TestApp::spawn_with(TestOptions {
+        tweak: Box::new(|s| s.shutdown_drain = Duration::from_secs(30)),
+        ..Default::default()
+    })
+    .await;
+    let whsec = new_whsec();
+    app.configure_clerk_webhooks("drainhealth", &whsec).await;
+    app.begin_shutdown();
+
+    let health_status = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
+    };
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let mut drained = false;
+    for _ in 0..200 {
+        if health_status().await == not_serving {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(drained, "health turns NOT_SERVING while the listeners stay open");
+    let r = app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body =
+        clerk_event("user.created", serde_json::json!({"id": "user_late", "object": "user", "updated_at": 1}), 1);
+    assert_eq!(app.send_clerk("drainhealth", &whsec, &body).await.0, 200, "in-flight traffic is still served");
+}
