@@ -81,13 +81,9 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
         }
     });
 
-    let metrics = listeners.metrics.map(|l| {
-        let handle = crate::metrics::install();
-        tokio::spawn(crate::metrics::serve(l, handle, stop.clone(), kill.clone()))
-    });
-    if metrics.is_none() {
-        crate::metrics::install();
-    }
+    // The recorder is installed even without a listener, so metric calls cost nothing extra.
+    let handle = crate::metrics::install();
+    let metrics = listeners.metrics.map(|l| tokio::spawn(crate::metrics::serve(l, handle, stop.clone(), kill.clone())));
     let supervisor = tokio::spawn(backfills.clone().supervise());
     tokio::spawn(evict_idle_pools(state.pools.clone(), shutdown.clone(), kill.clone()));
     let webhooks = crate::webhook::serve(state.clone(), listeners.http, stop.clone(), grace);

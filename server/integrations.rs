@@ -134,7 +134,8 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let existing = state.store.get_integration(project.as_str(), provider.name()).await?;
 
     // Merge: empty fields keep the stored value; the first configuration needs the basics.
-    if existing.is_none() {
+    let is_new = existing.is_none();
+    if is_new {
         if target.is_none() {
             return Err(violation("database_url", "required when the integration is first configured"));
         }
@@ -176,7 +177,6 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         None => row.database_url(keyring)?,
     };
 
-    let is_new = existing.is_none();
     let checked = check_and_seal(state, &mut row, &database_url, secret_key.as_ref(), webhook_secret.as_ref()).await;
     if checked.is_err() && is_new {
         // Nothing was stored: do not keep a pool for an integration that does not exist.
@@ -184,21 +184,24 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     }
     checked?;
     let saved = state.store.save_integration(&row).await?;
-    tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = existing.is_none(), "integration configured");
+    tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = is_new, "integration configured");
 
     // A new Clerk key or a new database starts a backfill: the initial fill, or a re-fill from
     // the new instance into the new table. A backfill still running on the old ones is
     // cancelled first (its runner stops at its next checkpoint).
-    let stored = |row: &IntegrationRow, field| -> Option<String> {
-        let secret = match field {
-            fields::SECRET_KEY => row.secret_key(keyring).ok().flatten(),
-            _ => row.database_url(keyring).ok(),
-        };
-        secret.map(|s| s.expose_secret().to_string())
-    };
-    let differs = |given: &str, field| existing.as_ref().and_then(|e| stored(e, field)).as_deref() != Some(given);
-    let source_changed = (secret_key.is_some() && differs(&input.secret_key, fields::SECRET_KEY))
-        || (target.is_some() && differs(&input.database_url, fields::DATABASE_URL));
+    let key_changed = secret_key.is_some()
+        && existing
+            .as_ref()
+            .and_then(|e| e.secret_key(keyring).ok().flatten())
+            .map(|k| k.expose_secret() != input.secret_key)
+            != Some(false);
+    let url_changed = target.is_some()
+        && existing
+            .as_ref()
+            .and_then(|e| e.database_url(keyring).ok())
+            .map(|u| u.expose_secret() != input.database_url)
+            != Some(false);
+    let source_changed = key_changed || url_changed;
     if provider.supports_backfill() && saved.secret_key_enc.is_some() && source_changed {
         if !is_new {
             let reason = "cancelled: the secret key or the database changed; a new backfill replaces it";

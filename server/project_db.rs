@@ -41,8 +41,8 @@ pub enum ProjectDbError {
     /// The database answered with an error.
     #[error("project database error: {0}")]
     Query(String),
-    /// The pool was closed because the integration was deleted or its URL changed.
-    #[error("project database pool closed: the integration was deleted or reconfigured")]
+    /// The pool was closed under its user: the integration was deleted, or the pool evicted.
+    #[error("project database pool closed: the integration was deleted, or its pool was evicted")]
     Closed,
 }
 

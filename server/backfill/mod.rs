@@ -112,8 +112,4 @@ impl Backfills {
         self.tasks.close();
         self.tasks.wait().await;
     }
-
-    pub fn running_here(&self) -> usize {
-        self.local.lock().expect("backfill set poisoned").len()
-    }
 }

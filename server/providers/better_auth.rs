@@ -125,7 +125,7 @@ fn required_id(fields: &Map<String, Value>) -> Result<String, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::test_fixtures::{received, utc};
+    use crate::providers::test_fixtures::{assert_unhandled, received, s, single, str_field, utc};
     use http::HeaderValue;
     use serde_json::json;
 
@@ -135,14 +135,6 @@ mod tests {
 
     fn fixture_json(name: &str) -> Value {
         crate::providers::test_fixtures::json("better-auth", name)
-    }
-
-    fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-        v[key].as_str().unwrap_or_else(|| panic!("{key} is a string"))
-    }
-
-    fn s(text: &str) -> Option<String> {
-        Some(text.to_owned())
     }
 
     fn signature_headers(value: &str) -> HeaderMap {
@@ -176,21 +168,6 @@ mod tests {
 
     fn parse_json(body: &Value) -> Result<Delivery, ParseError> {
         parse(body.to_string().as_bytes(), received())
-    }
-
-    fn single(delivery: Delivery, event_type: &str) -> UserChange {
-        assert_eq!(delivery.event_type, event_type);
-        assert!(!delivery.unhandled);
-        match <[UserChange; 1]>::try_from(delivery.changes) {
-            Ok([change]) => change,
-            Err(changes) => panic!("expected one change, got {changes:?}"),
-        }
-    }
-
-    fn assert_unhandled(delivery: &Delivery, event_type: &str) {
-        assert_eq!(delivery.event_type, event_type);
-        assert!(delivery.unhandled);
-        assert!(delivery.changes.is_empty());
     }
 
     // ---- verify ----------------------------------------------------------------------

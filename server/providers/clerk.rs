@@ -149,7 +149,7 @@ fn primary_email(fields: &Map<String, Value>) -> Result<Option<String>, ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::test_fixtures::{received, utc};
+    use crate::providers::test_fixtures::{assert_unhandled, received, s, utc};
     use serde_json::json;
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -180,16 +180,6 @@ mod tests {
             Ok([UserChange::Delete(deletion)]) => deletion,
             other => panic!("expected one delete, got {other:?}"),
         }
-    }
-
-    fn s(text: &str) -> Option<String> {
-        Some(text.to_owned())
-    }
-
-    fn assert_unhandled(delivery: &Delivery, event_type: &str) {
-        assert_eq!(delivery.event_type, event_type);
-        assert!(delivery.unhandled);
-        assert!(delivery.changes.is_empty());
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod timestamps;
 /// Fixture access for the provider modules' tests: `../shared/fixtures` beside the repo.
 #[cfg(test)]
 pub(crate) mod test_fixtures {
+    use super::Delivery;
+    use crate::users::UserChange;
     use chrono::{DateTime, Utc};
     use std::path::PathBuf;
 
@@ -36,6 +38,31 @@ pub(crate) mod test_fixtures {
     /// A fixed receive time for parsing.
     pub fn received() -> DateTime<Utc> {
         utc("2030-01-01T00:00:00Z")
+    }
+
+    /// `Some(text.to_owned())`, for expected columns.
+    pub fn s(text: &str) -> Option<String> {
+        Some(text.to_owned())
+    }
+
+    pub fn str_field<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+        v[key].as_str().unwrap_or_else(|| panic!("{key} is a string"))
+    }
+
+    /// The one change of a handled delivery of `event_type`.
+    pub fn single(delivery: Delivery, event_type: &str) -> UserChange {
+        assert_eq!(delivery.event_type, event_type);
+        assert!(!delivery.unhandled);
+        match <[UserChange; 1]>::try_from(delivery.changes) {
+            Ok([change]) => change,
+            Err(changes) => panic!("expected one change, got {changes:?}"),
+        }
+    }
+
+    pub fn assert_unhandled(delivery: &Delivery, event_type: &str) {
+        assert_eq!(delivery.event_type, event_type);
+        assert!(delivery.unhandled);
+        assert!(delivery.changes.is_empty());
     }
 }
 
@@ -84,11 +111,6 @@ impl ProviderKind {
     /// Whether the provider has an API the service can page through.
     pub fn supports_backfill(self) -> bool {
         matches!(self, ProviderKind::Clerk)
-    }
-
-    /// Whether this build can receive the provider's webhooks.
-    pub fn supports_webhooks(self) -> bool {
-        true
     }
 }
 

@@ -130,6 +130,7 @@ fn any_v1_matches(header: &[u8], expected: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::test_fixtures::str_field;
     use http::HeaderValue;
     use serde_json::Value;
 
@@ -137,10 +138,6 @@ mod tests {
         let path = crate::providers::test_fixtures::dir().join("clerk/svix_test_vectors.json");
         let text = std::fs::read_to_string(&path).expect("read svix_test_vectors.json");
         serde_json::from_str(&text).expect("parse svix_test_vectors.json")
-    }
-
-    fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-        v[key].as_str().unwrap_or_else(|| panic!("vector field {key}"))
     }
 
     fn at(seconds: i64) -> DateTime<Utc> {

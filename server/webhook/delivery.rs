@@ -87,9 +87,6 @@ async fn process(
 ) -> Result<WebhookOutcome, WebhookError> {
     let not_found =
         || WebhookError::NotFound(format!("no {provider} integration with a webhook secret for this project"));
-    if !provider.supports_webhooks() {
-        return Err(WebhookError::NotFound(format!("{provider} webhooks are not supported by this build")));
-    }
     let project = ProjectId::parse(project_id).map_err(|_| not_found())?;
     let integration = state
         .store

@@ -1,6 +1,6 @@
 //! Tests of the Auth0 provider against the fixtures in ../shared/fixtures/auth0.
 use super::*;
-use crate::providers::test_fixtures::{received, utc};
+use crate::providers::test_fixtures::{assert_unhandled, received, s, single, utc};
 use http::HeaderValue;
 use serde_json::json;
 
@@ -14,25 +14,12 @@ fn fixture_json(name: &str) -> Value {
 
 const SECRET: &str = "a0-shared-secret-0123456789abcdef";
 
-fn s(text: &str) -> Option<String> {
-    Some(text.to_owned())
-}
-
 fn parse_fixture(name: &str) -> Delivery {
     parse(&fixture_bytes(name), received()).expect("fixture parses")
 }
 
 fn parse_json(body: &Value) -> Result<Delivery, ParseError> {
     parse(body.to_string().as_bytes(), received())
-}
-
-fn single(delivery: Delivery, event_type: &str) -> UserChange {
-    assert_eq!(delivery.event_type, event_type);
-    assert!(!delivery.unhandled);
-    match <[UserChange; 1]>::try_from(delivery.changes) {
-        Ok([change]) => change,
-        Err(changes) => panic!("expected one change, got {changes:?}"),
-    }
 }
 
 fn single_upsert(delivery: Delivery, event_type: &str) -> UserRecord {
@@ -47,12 +34,6 @@ fn single_delete(delivery: Delivery, event_type: &str) -> UserDeletion {
         UserChange::Delete(deletion) => deletion,
         other => panic!("expected a delete, got {other:?}"),
     }
-}
-
-fn assert_unhandled(delivery: &Delivery, event_type: &str) {
-    assert_eq!(delivery.event_type, event_type);
-    assert!(delivery.unhandled);
-    assert!(delivery.changes.is_empty());
 }
 
 fn auth_header(value: &[u8]) -> HeaderMap {
