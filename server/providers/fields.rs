@@ -1,6 +1,8 @@
 //! Typed reads of a provider object's fields, shared by the provider modules. Absent or
 //! null is `None`; a value of the wrong type is a `ParseError` naming the field, so a wrong
-//! `updated_at` can never slip past the newer-wins rule as "unknown".
+//! `updated_at` can never slip past the newer-wins rule as "unknown". A well-formed time
+//! that no calendar holds (an epoch far beyond year 262143) is `None`, like a time Postgres
+//! cannot store (SPEC §2 rule 3): such a user still lands.
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -28,6 +30,7 @@ pub fn optional_time(
 ) -> Result<Option<DateTime<Utc>>, ParseError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
+        Some(value @ Value::Number(_)) => json_integer(value).map(from_epoch_ms).ok_or(ParseError::Field(label)),
         Some(value) => from_json(value).map(Some).ok_or(ParseError::Field(label)),
     }
 }
@@ -40,6 +43,6 @@ pub fn optional_epoch_ms(
 ) -> Result<Option<DateTime<Utc>>, ParseError> {
     match fields.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => json_integer(value).and_then(from_epoch_ms).map(Some).ok_or(ParseError::Field(label)),
+        Some(value) => json_integer(value).map(from_epoch_ms).ok_or(ParseError::Field(label)),
     }
 }

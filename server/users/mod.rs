@@ -2,6 +2,7 @@
 //! enforces the merge rules (SPEC §2) for webhooks and backfill alike.
 pub mod record;
 pub mod schema;
+pub mod storable;
 pub mod writer;
 
 pub use record::{UserChange, UserDeletion, UserRecord, UserSighting};

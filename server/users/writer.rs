@@ -1,20 +1,25 @@
 //! The users-table writer: the only code that changes `capydb_auth.users`, and so the one
 //! place the merge rules of SPEC §2 live. Webhooks and backfill both write through here.
 //!
-//! Each rule is one atomic statement, so concurrent deliveries for the same user cannot
-//! interleave badly (Postgres serialises `INSERT … ON CONFLICT` on the row):
-//! 1. newer wins: an object is applied only if its `updated_at` >= the stored one (or
-//!    nothing is stored); an identical object with the same `updated_at` is a duplicate and
-//!    writes nothing;
-//! 2. deletion is a soft delete and sticky: `deleted_at` is set once and never cleared — the
-//!    upsert below does not name the column; a delete of an unknown user inserts a tombstone;
-//!    a late update may fill a tombstone's other columns (its `updated_at` is NULL);
-//! 3. `raw` is stored as given; typed columns were derived from it by the provider module;
-//! 4. a sighting (an activity-log fact) touches only what it knows: a signup inserts a
-//!    minimal row if none exists, a login moves `last_sign_in_at` forward, never back.
+//! Each rule is a set-based statement that decides row by row inside Postgres, so concurrent
+//! writers for the same user cannot interleave badly (Postgres serialises `INSERT … ON
+//! CONFLICT` on the row), and every rule is convergent: the final row does not depend on the
+//! order changes arrive in.
+//! 1. newer wins: objects are ordered by (`updated_at`, md5 of the canonical `raw`); an
+//!    object replaces the stored one only if it is greater, so equal `updated_at` ties break
+//!    the same way in every order; the identical object is a duplicate and writes nothing;
+//! 2. deletion is a soft delete and sticky: `deleted_at` is set and never cleared — the
+//!    upsert does not name the column; of two delete times the earliest stays; a delete of an
+//!    unknown user inserts a tombstone; a late update may fill a tombstone's other columns
+//!    (its `updated_at` is NULL, the oldest possible);
+//! 3. `raw` is stored as given, made storable first (`users::storable`); typed columns were
+//!    derived from it by the provider module;
+//! 4. `last_sign_in_at` only moves forward, whoever brings it: a newer object, an older one
+//!    that lost rule 1, or a sighting (an activity-log fact, which touches only what it
+//!    knows: a signup inserts a minimal row if none exists, a login never invents a user).
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::record::{UserChange, UserDeletion, UserRecord, UserSighting};
 use crate::project_db::ProjectDbError;
@@ -58,45 +63,117 @@ pub struct BatchOutcome {
     pub unchanged: u64,
 }
 
-/// The upsert, shared by single changes and batches: arrays in, one row per user.
-const UPSERT: &str = "
-INSERT INTO capydb_auth.users AS u
-  (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[])
-ON CONFLICT (id) DO UPDATE SET
-  email = EXCLUDED.email,
-  first_name = EXCLUDED.first_name,
-  last_name = EXCLUDED.last_name,
-  username = EXCLUDED.username,
-  image_url = EXCLUDED.image_url,
-  created_at = EXCLUDED.created_at,
-  updated_at = EXCLUDED.updated_at,
-  last_sign_in_at = EXCLUDED.last_sign_in_at,
-  raw = EXCLUDED.raw
-WHERE u.updated_at IS NULL
-   OR EXCLUDED.updated_at > u.updated_at
-   OR (EXCLUDED.updated_at = u.updated_at AND u.raw IS DISTINCT FROM EXCLUDED.raw)
-RETURNING u.id, (xmax = 0) AS inserted";
+/// Rule 1's order of objects as a SQL row value: newer `updated_at` first (no `updated_at`
+/// is oldest), then a hash of the canonical `raw` (jsonb's text form is canonical), so two
+/// different objects with the same `updated_at` end the same whatever their arrival order.
+macro_rules! object_key {
+    ($t:literal) => {
+        concat!("(COALESCE(", $t, ".updated_at, '-infinity'::timestamptz), COALESCE(md5(", $t, ".raw::text), ''))")
+    };
+}
 
-/// Signup: insert a minimal row if absent; a sign-in time only moves forward.
+/// The upsert of one layer (distinct ids): arrays in, one row per user. A newer object
+/// replaces every column but `deleted_at` (rule 2: sticky); `last_sign_in_at` never moves
+/// back (rule 4). Returns, per input position, whether it was written (inserted or updated)
+/// and whether the stored object was this very object (a duplicate) before the statement.
+const UPSERT: &str = concat!(
+    "
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[]) WITH ORDINALITY
+    AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw, ord)
+),
+prev AS (
+  SELECT u.id, ",
+    object_key!("u"),
+    " AS k FROM capydb_auth.users u JOIN input i ON i.id = u.id
+),
+written AS (
+  INSERT INTO capydb_auth.users AS u
+    (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
+  SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
+  FROM input ORDER BY ord
+  ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name,
+    username = EXCLUDED.username,
+    image_url = EXCLUDED.image_url,
+    created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at,
+    last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
+    raw = EXCLUDED.raw
+  WHERE ",
+    object_key!("EXCLUDED"),
+    " > ",
+    object_key!("u"),
+    "
+  RETURNING u.id, (xmax = 0) AS inserted
+)
+SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false), COALESCE(p.k = ",
+    object_key!("i"),
+    ", false)
+FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id
+ORDER BY i.ord"
+);
+
+/// Rule 4 for objects that lost rule 1: an older object's sign-in time still moves
+/// `last_sign_in_at` forward, so the column converges to the latest sign-in whatever the
+/// arrival order.
+const SIGN_IN_FORWARD: &str = "
+UPDATE capydb_auth.users AS u SET last_sign_in_at = i.at
+FROM unnest($1::text[], $2::timestamptz[]) AS i(id, at)
+WHERE u.id = i.id AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < i.at)
+RETURNING u.id";
+
+/// Signups (insert a minimal row if absent; a sign-in time only moves forward), one layer.
 const SIGHTING_INSERT: &str = "
-INSERT INTO capydb_auth.users AS u (id, email, last_sign_in_at, raw) VALUES ($1, $2, $3, $4)
-ON CONFLICT (id) DO UPDATE SET last_sign_in_at = EXCLUDED.last_sign_in_at
-WHERE EXCLUDED.last_sign_in_at IS NOT NULL
-  AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < EXCLUDED.last_sign_in_at)
-RETURNING (xmax = 0) AS inserted";
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[]) WITH ORDINALITY
+    AS t(id, email, at, raw, ord)
+),
+written AS (
+  INSERT INTO capydb_auth.users AS u (id, email, last_sign_in_at, raw)
+  SELECT id, email, at, raw FROM input ORDER BY ord
+  ON CONFLICT (id) DO UPDATE SET last_sign_in_at = EXCLUDED.last_sign_in_at
+  WHERE EXCLUDED.last_sign_in_at IS NOT NULL
+    AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < EXCLUDED.last_sign_in_at)
+  RETURNING u.id, (xmax = 0) AS inserted
+)
+SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false)
+FROM input i LEFT JOIN written w ON w.id = i.id ORDER BY i.ord";
 
-/// Login of a known user: `last_sign_in_at` only moves forward.
+/// Logins of known users: `last_sign_in_at` only moves forward; unknown users are not
+/// invented. One layer.
 const SIGHTING_LOGIN: &str = "
-UPDATE capydb_auth.users SET last_sign_in_at = $2
-WHERE id = $1 AND (last_sign_in_at IS NULL OR last_sign_in_at < $2)";
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS t(id, at, ord)
+),
+prev AS (SELECT u.id FROM capydb_auth.users u JOIN input i ON i.id = u.id),
+written AS (
+  UPDATE capydb_auth.users AS u SET last_sign_in_at = i.at FROM input i
+  WHERE u.id = i.id AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < i.at)
+  RETURNING u.id
+)
+SELECT i.ord, w.id IS NOT NULL, p.id IS NOT NULL
+FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id ORDER BY i.ord";
 
+/// Deletes, one layer. Sticky (rule 2); of two delete times the earliest stays, so the
+/// column converges whatever the arrival order.
 const DELETE: &str = "
-INSERT INTO capydb_auth.users AS u (id, deleted_at, raw) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
-WHERE u.deleted_at IS NULL
-RETURNING (xmax = 0) AS inserted";
+WITH input AS (
+  SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) WITH ORDINALITY AS t(id, deleted_at, raw, ord)
+),
+prev AS (SELECT u.id, u.deleted_at FROM capydb_auth.users u JOIN input i ON i.id = u.id),
+written AS (
+  INSERT INTO capydb_auth.users AS u (id, deleted_at, raw)
+  SELECT id, deleted_at, raw FROM input ORDER BY ord
+  ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
+  WHERE u.deleted_at IS NULL OR EXCLUDED.deleted_at < u.deleted_at
+  RETURNING u.id, (xmax = 0) AS inserted
+)
+SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false), p.deleted_at IS NOT NULL
+FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id ORDER BY i.ord";
 
 /// Rows a Clerk backfill answers for: Clerk user objects. Other providers' users may share
 /// the table (several integrations on one database) and are never reconciled by Clerk.
@@ -120,93 +197,203 @@ pub struct UsersWriter;
 impl UsersWriter {
     /// Applies one change.
     pub async fn apply(c: &impl GenericClient, change: &UserChange) -> Result<MergeOutcome, ProjectDbError> {
-        match change {
-            UserChange::Upsert(record) => Self::upsert_one(c, record).await,
-            UserChange::Delete(deletion) => Self::delete(c, deletion).await,
-            UserChange::Sighting(sighting) => Self::sighting(c, sighting).await,
-        }
+        let outcomes = Self::apply_batch(c, std::slice::from_ref(change)).await?;
+        Ok(outcomes[0])
     }
 
-    async fn sighting(c: &impl GenericClient, s: &UserSighting) -> Result<MergeOutcome, ProjectDbError> {
-        if s.insert_if_absent {
-            let row = c.query_opt(SIGHTING_INSERT, &[&s.id, &s.email, &s.signed_in_at, &s.raw]).await?;
-            return Ok(match row {
-                Some(r) if r.get::<_, bool>(0) => MergeOutcome::Inserted,
-                Some(_) => MergeOutcome::Updated,
-                None => MergeOutcome::Duplicate,
-            });
+    /// Applies `changes` with set-based statements and returns each one's outcome, exactly as
+    /// if they had been applied one by one in this order (the caller wraps them in one
+    /// transaction when they must commit together).
+    ///
+    /// The changes are cut into layers: layer *k* holds the *k*-th change of every user, so
+    /// the ids in a layer are distinct and one multi-row statement per kind of change applies
+    /// it (`ON CONFLICT` may touch a row only once per statement). Layers run in order, so two
+    /// changes to one user meet the merge rules in their arrival order; most batches are a
+    /// single layer.
+    pub async fn apply_batch(
+        c: &impl GenericClient,
+        changes: &[UserChange],
+    ) -> Result<Vec<MergeOutcome>, ProjectDbError> {
+        let mut outcomes = vec![MergeOutcome::Duplicate; changes.len()];
+        for layer in layers(changes) {
+            let mut upserts = Vec::new();
+            let mut deletes = Vec::new();
+            let mut signups = Vec::new();
+            let mut logins = Vec::new();
+            for &i in &layer {
+                match &changes[i] {
+                    UserChange::Upsert(r) => upserts.push((i, r)),
+                    UserChange::Delete(d) => deletes.push((i, d)),
+                    UserChange::Sighting(s) if s.insert_if_absent => signups.push((i, s)),
+                    UserChange::Sighting(s) => logins.push((i, s)),
+                }
+            }
+            for (i, outcome) in Self::upsert_layer(c, &upserts).await? {
+                outcomes[i] = outcome;
+            }
+            for (i, outcome) in Self::delete_layer(c, &deletes).await? {
+                outcomes[i] = outcome;
+            }
+            for (i, outcome) in Self::signup_layer(c, &signups).await? {
+                outcomes[i] = outcome;
+            }
+            for (i, outcome) in Self::login_layer(c, &logins).await? {
+                outcomes[i] = outcome;
+            }
         }
-        let Some(at) = s.signed_in_at else { return Ok(MergeOutcome::Duplicate) };
-        if c.execute(SIGHTING_LOGIN, &[&s.id, &at]).await? == 1 {
-            return Ok(MergeOutcome::Updated);
-        }
-        let known = c.query_opt("SELECT 1 FROM capydb_auth.users WHERE id = $1", &[&s.id]).await?.is_some();
-        Ok(if known { MergeOutcome::Stale } else { MergeOutcome::UnknownUser })
+        Ok(outcomes)
     }
 
-    async fn upsert_one(c: &impl GenericClient, record: &UserRecord) -> Result<MergeOutcome, ProjectDbError> {
-        let rows = Self::run_upsert(c, std::slice::from_ref(record)).await?;
-        if let Some(row) = rows.first() {
-            return Ok(if row.get::<_, bool>(1) { MergeOutcome::Inserted } else { MergeOutcome::Updated });
+    async fn upsert_layer(
+        c: &impl GenericClient,
+        layer: &[(usize, &UserRecord)],
+    ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
+        if layer.is_empty() {
+            return Ok(Vec::new());
         }
-        // Not written: tell a duplicate from a stale object (for counters only).
-        let stored: Option<DateTime<Utc>> = c
-            .query_opt("SELECT updated_at FROM capydb_auth.users WHERE id = $1", &[&record.id])
-            .await?
-            .and_then(|r| r.get(0));
-        Ok(if stored.is_some() && stored == record.updated_at { MergeOutcome::Duplicate } else { MergeOutcome::Stale })
-    }
-
-    async fn delete(c: &impl GenericClient, d: &UserDeletion) -> Result<MergeOutcome, ProjectDbError> {
-        let row = c.query_opt(DELETE, &[&d.id, &d.deleted_at, &d.raw]).await?;
-        Ok(match row {
-            Some(r) if r.get::<_, bool>(0) => MergeOutcome::Tombstoned,
-            Some(_) => MergeOutcome::Deleted,
-            None => MergeOutcome::AlreadyDeleted,
-        })
-    }
-
-    /// Upserts many users in one statement under the same rules. A user appearing twice
-    /// keeps its newest object.
-    pub async fn upsert_batch(c: &impl GenericClient, records: &[UserRecord]) -> Result<BatchOutcome, ProjectDbError> {
-        if records.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
-        // ON CONFLICT cannot touch one row twice in a statement: keep the newest per id.
-        let mut newest: HashMap<&str, &UserRecord> = HashMap::with_capacity(records.len());
-        for r in records {
-            newest
-                .entry(&r.id)
-                .and_modify(|cur| {
-                    if r.updated_at >= cur.updated_at {
-                        *cur = r;
+        let records: Vec<&UserRecord> = layer.iter().map(|(_, r)| *r).collect();
+        let rows = Self::run_upsert(c, &records).await?;
+        let mut outcomes = Vec::with_capacity(layer.len());
+        // Positions in `outcomes` of objects that lost rule 1 but carry a sign-in time.
+        let mut lost_with_sign_in: Vec<(usize, &UserRecord)> = Vec::new();
+        for (row, &(i, record)) in rows.iter().zip(layer) {
+            let (written, inserted, same): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
+            let outcome = match (written, inserted, same) {
+                (true, true, _) => MergeOutcome::Inserted,
+                (true, false, _) => MergeOutcome::Updated,
+                (false, _, true) => MergeOutcome::Duplicate,
+                (false, _, false) => {
+                    if record.last_sign_in_at.is_some() {
+                        lost_with_sign_in.push((outcomes.len(), record));
                     }
-                })
-                .or_insert(r);
+                    MergeOutcome::Stale
+                }
+            };
+            outcomes.push((i, outcome));
         }
-        let unique: Vec<UserRecord> =
-            if newest.len() == records.len() { records.to_vec() } else { newest.into_values().cloned().collect() };
-        let written = Self::run_upsert(c, &unique).await?.len() as u64;
+        if !lost_with_sign_in.is_empty() {
+            // Rule 4 for the objects rule 1 turned away: their sign-in times still count.
+            let ids: Vec<&str> = lost_with_sign_in.iter().map(|(_, r)| r.id.as_str()).collect();
+            let at: Vec<Option<DateTime<Utc>>> = lost_with_sign_in.iter().map(|(_, r)| r.last_sign_in_at).collect();
+            let stmt = c.prepare_cached(SIGN_IN_FORWARD).await?;
+            let moved: HashSet<String> = c.query(&stmt, &[&ids, &at]).await?.iter().map(|r| r.get(0)).collect();
+            for (pos, record) in lost_with_sign_in {
+                if moved.contains(&record.id) {
+                    outcomes[pos].1 = MergeOutcome::Updated;
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn delete_layer(
+        c: &impl GenericClient,
+        layer: &[(usize, &UserDeletion)],
+    ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
+        if layer.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = layer.iter().map(|(_, d)| d.id.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = layer.iter().map(|(_, d)| d.deleted_at).collect();
+        let raws: Vec<&serde_json::Value> = layer.iter().map(|(_, d)| &d.raw).collect();
+        let stmt = c.prepare_cached(DELETE).await?;
+        let rows = c.query(&stmt, &[&ids, &at, &raws]).await?;
+        Ok(rows
+            .iter()
+            .zip(layer)
+            .map(|(row, &(i, _))| {
+                let (written, inserted, was_deleted): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
+                let outcome = match (written, inserted, was_deleted) {
+                    (true, true, _) => MergeOutcome::Tombstoned,
+                    (true, false, false) => MergeOutcome::Deleted,
+                    // Already deleted: at most its delete time moved to the earlier one.
+                    (true, false, true) | (false, _, _) => MergeOutcome::AlreadyDeleted,
+                };
+                (i, outcome)
+            })
+            .collect())
+    }
+
+    async fn signup_layer(
+        c: &impl GenericClient,
+        layer: &[(usize, &UserSighting)],
+    ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
+        if layer.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = layer.iter().map(|(_, s)| s.id.as_str()).collect();
+        let emails: Vec<Option<&str>> = layer.iter().map(|(_, s)| s.email.as_deref()).collect();
+        let at: Vec<Option<DateTime<Utc>>> = layer.iter().map(|(_, s)| s.signed_in_at).collect();
+        let raws: Vec<&serde_json::Value> = layer.iter().map(|(_, s)| &s.raw).collect();
+        let stmt = c.prepare_cached(SIGHTING_INSERT).await?;
+        let rows = c.query(&stmt, &[&ids, &emails, &at, &raws]).await?;
+        Ok(rows
+            .iter()
+            .zip(layer)
+            .map(|(row, &(i, _))| {
+                let outcome = match (row.get::<_, bool>(1), row.get::<_, bool>(2)) {
+                    (true, true) => MergeOutcome::Inserted,
+                    (true, false) => MergeOutcome::Updated,
+                    (false, _) => MergeOutcome::Duplicate,
+                };
+                (i, outcome)
+            })
+            .collect())
+    }
+
+    async fn login_layer(
+        c: &impl GenericClient,
+        layer: &[(usize, &UserSighting)],
+    ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
+        // A login without a time says nothing.
+        let (timed, untimed): (Vec<_>, Vec<_>) = layer.iter().partition(|(_, s)| s.signed_in_at.is_some());
+        let mut outcomes: Vec<(usize, MergeOutcome)> =
+            untimed.iter().map(|&&(i, _)| (i, MergeOutcome::Duplicate)).collect();
+        if timed.is_empty() {
+            return Ok(outcomes);
+        }
+        let ids: Vec<&str> = timed.iter().map(|(_, s)| s.id.as_str()).collect();
+        let at: Vec<Option<DateTime<Utc>>> = timed.iter().map(|(_, s)| s.signed_in_at).collect();
+        let stmt = c.prepare_cached(SIGHTING_LOGIN).await?;
+        let rows = c.query(&stmt, &[&ids, &at]).await?;
+        outcomes.extend(rows.iter().zip(&timed).map(|(row, &&(i, _))| {
+            let outcome = match (row.get::<_, bool>(1), row.get::<_, bool>(2)) {
+                (true, _) => MergeOutcome::Updated,
+                (false, true) => MergeOutcome::Stale,
+                (false, false) => MergeOutcome::UnknownUser,
+            };
+            (i, outcome)
+        }));
+        Ok(outcomes)
+    }
+
+    /// Upserts many users under the same rules (a backfill page). A user appearing twice is
+    /// applied in order, so its newest object wins.
+    pub async fn upsert_batch(c: &impl GenericClient, records: &[UserRecord]) -> Result<BatchOutcome, ProjectDbError> {
+        let changes: Vec<UserChange> = records.iter().cloned().map(UserChange::Upsert).collect();
+        let outcomes = Self::apply_batch(c, &changes).await?;
+        let written = outcomes.iter().filter(|o| o.changed()).count() as u64;
         Ok(BatchOutcome { written, unchanged: records.len() as u64 - written })
     }
 
     async fn run_upsert(
         c: &impl GenericClient,
-        records: &[UserRecord],
+        records: &[&UserRecord],
     ) -> Result<Vec<tokio_postgres::Row>, ProjectDbError> {
-        let col = |f: fn(&UserRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        let ts = |f: fn(&UserRecord) -> Option<DateTime<Utc>>| records.iter().map(f).collect::<Vec<_>>();
+        let col = |f: fn(&UserRecord) -> Option<&str>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let ts = |f: fn(&UserRecord) -> Option<DateTime<Utc>>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
         let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        let emails = col(|r| r.email.clone());
-        let first = col(|r| r.first_name.clone());
-        let last = col(|r| r.last_name.clone());
-        let usernames = col(|r| r.username.clone());
-        let images = col(|r| r.image_url.clone());
+        let emails = col(|r| r.email.as_deref());
+        let first = col(|r| r.first_name.as_deref());
+        let last = col(|r| r.last_name.as_deref());
+        let usernames = col(|r| r.username.as_deref());
+        let images = col(|r| r.image_url.as_deref());
         let created = ts(|r| r.created_at);
         let updated = ts(|r| r.updated_at);
         let signed_in = ts(|r| r.last_sign_in_at);
         let raws: Vec<&serde_json::Value> = records.iter().map(|r| &r.raw).collect();
-        Ok(c.query(UPSERT, &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &raws])
+        let stmt = c.prepare_cached(UPSERT).await?;
+        Ok(c.query(&stmt, &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &raws])
             .await?)
     }
 
@@ -228,4 +415,20 @@ impl UsersWriter {
         let sql = format!("SELECT count(*) FROM capydb_auth.users WHERE deleted_at IS NULL AND {CLERK_ROWS}");
         Ok(c.query_one(&sql, &[]).await?.get(0))
     }
+}
+
+/// Positions of `changes` cut into layers of distinct user ids, in arrival order: layer *k*
+/// holds each user's *k*-th change.
+fn layers(changes: &[UserChange]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    for (i, change) in changes.iter().enumerate() {
+        let k = seen.entry(change.user_id()).or_insert(0);
+        if layers.len() <= *k {
+            layers.push(Vec::new());
+        }
+        layers[*k].push(i);
+        *k += 1;
+    }
+    layers
 }

@@ -105,7 +105,8 @@ async fn process(
         use secrecy::ExposeSecret;
         providers::verify(provider, secret.expose_secret(), &parts.headers, &body, now)?;
     }
-    let delivery = providers::parse(provider, &body, now)?;
+    let mut delivery = providers::parse(provider, &body, now)?;
+    delivery.changes.iter_mut().for_each(crate::users::UserChange::make_storable);
     *event_type = delivery.event_type.clone();
     if delivery.unhandled {
         return Ok(WebhookOutcome::IgnoredUnhandled);
