@@ -10,18 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backfill::{Backfills, ClerkApiFactory};
 use crate::config::Settings;
 use crate::project_db::ProjectPools;
+use crate::state::AppState;
 use crate::store::{ControlStore, StoreError};
-
-/// Everything request handlers share.
-pub struct AppState {
-    pub settings: Settings,
-    pub store: ControlStore,
-    pub pools: ProjectPools,
-    pub clerk: ClerkApiFactory,
-    pub backfills: Backfills,
-    /// Fires when the service starts draining (long streams end so clients move elsewhere).
-    pub shutdown: CancellationToken,
-}
 
 /// The bound listeners.
 pub struct Listeners {

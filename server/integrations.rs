@@ -3,11 +3,11 @@
 //! delete, status. Protocol-free: the gRPC layer maps these types to and from protobuf.
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::app::AppState;
 use crate::backfill::ClerkApiError;
 use crate::domain::{ClerkSecretKey, FieldViolation, ProjectId, WebhookSecret};
 use crate::project_db::{ProjectDbError, ProjectDbTarget};
 use crate::providers::ProviderKind;
+use crate::state::AppState;
 use crate::store::integrations::fields;
 use crate::store::{IntegrationRow, JobRow, StoreError, WebhookStatsRow};
 use crate::users::schema::{ensure_users_table, SchemaError};

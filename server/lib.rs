@@ -3,7 +3,7 @@
 //!
 //! Module map, outside in:
 //! - `cli`, `config`, `dev`, `app`: command line, validated settings, dev mode, startup and
-//!   graceful shutdown;
+//!   graceful shutdown; `state`: what the surfaces and services share;
 //! - `grpc`: the control API (thin: auth, mapping, one error mapping);
 //! - `webhook`: the public HTTP listener (limits, routing, status codes);
 //! - `integrations`: the integration lifecycle behind the API; `domain`: validated input;
@@ -27,6 +27,7 @@ pub mod local_postgres;
 pub mod metrics;
 pub mod project_db;
 pub mod providers;
+pub mod state;
 pub mod store;
 pub mod users;
 pub mod webhook;

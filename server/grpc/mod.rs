@@ -13,8 +13,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::app::AppState;
 use crate::pb::auth_sync_service_server::AuthSyncServiceServer;
+use crate::state::AppState;
 pub use service::GrpcService;
 
 /// Serves until `stop`. Health turns NOT_SERVING as soon as `shutdown` fires (the drain

@@ -7,11 +7,11 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::mapping;
-use crate::app::AppState;
 use crate::integrations::{self, ApiError, ConfigureInput};
 use crate::pb;
 use crate::pb::auth_sync_service_server::AuthSyncService;
 use crate::providers::ProviderKind;
+use crate::state::AppState;
 use crate::store::IntegrationRow;
 
 pub struct GrpcService {

@@ -10,10 +10,10 @@ use hyper::body::Incoming;
 use std::time::Instant;
 
 use super::error::{json, WebhookError};
-use crate::app::AppState;
 use crate::domain::ProjectId;
 use crate::project_db::ProjectDbError;
 use crate::providers::{self, Delivery, ProviderKind};
+use crate::state::AppState;
 use crate::store::{IntegrationRow, StoreError, WebhookOutcome};
 use crate::users::{MergeOutcome, UsersWriter};
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::providers::ProviderKind;
+use crate::state::AppState;
 use error::{json, WebhookError};
 
 const WEBHOOK_PREFIX: &str = "/api/capydb/v1/integrations/";
