@@ -41,8 +41,10 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
     let clerk = ClerkApiFactory::new(settings.clerk.clone());
     let backfills =
         Backfills::new(settings.clone(), store.clone(), pools.clone(), clerk.clone(), shutdown.clone(), kill.clone());
+    let ingest = crate::ingest::IngestService::new(&settings, store.clone(), pools.clone());
     let state = Arc::new(AppState {
         settings: settings.clone(),
+        ingest,
         store,
         pools,
         clerk,
@@ -75,12 +77,26 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
     let handle = crate::metrics::install();
     let metrics = listeners.metrics.map(|l| tokio::spawn(crate::metrics::serve(l, handle, stop.clone(), kill.clone())));
     let supervisor = tokio::spawn(backfills.clone().supervise());
+    // The delivery path's background work stops after the listeners close, so the last
+    // counters are flushed and the inbox's last parking answered.
+    let ingest_stop = CancellationToken::new();
+    let ingest = tokio::spawn({
+        let (state, stop, kill) = (state.clone(), ingest_stop.clone(), kill.clone());
+        async move {
+            tokio::select! {
+                _ = state.ingest.run(stop) => {}
+                _ = kill.cancelled() => {}
+            }
+        }
+    });
     tokio::spawn(evict_idle_pools(state.pools.clone(), shutdown.clone(), kill.clone()));
     let webhooks = crate::webhook::serve(state.clone(), listeners.http, stop.clone(), grace);
     let grpc = crate::grpc::serve(state.clone(), listeners.grpc, shutdown.clone(), stop.clone(), grace);
     tracing::info!(instance = %settings.instance_id, "capydb-auth-sync serving");
 
     let (grpc_result, ()) = tokio::join!(grpc, webhooks);
+    ingest_stop.cancel();
+    let _ = ingest.await;
     // Listeners are closed; let backfills reach a checkpoint and release their leases.
     shutdown.cancel();
     let _ = tokio::time::timeout(grace, backfills.wait_stopped()).await;

@@ -116,6 +116,13 @@ pub struct ServeOptions {
     /// load balancers move traffic away before the listeners close.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
+    /// How long a webhook delivery waits for its project database's commit before it is
+    /// parked in the durable inbox and answered 202, in milliseconds.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_APPLY_TIMEOUT_MS", default_value_t = 4_000)]
+    pub project_apply_timeout_ms: u64,
+    /// Deliveries parked per project at most while its database is unavailable (beyond: 503).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_INBOX_MAX_PER_PROJECT", default_value_t = 10_000)]
+    pub inbox_max_per_project: i64,
     /// Log format: `text` or `json`. Level via RUST_LOG (default info).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -166,6 +173,7 @@ pub struct Settings {
     pub clerk: ClerkSettings,
     pub backfill: BackfillSettings,
     pub project_db: ProjectDbSettings,
+    pub ingest: crate::ingest::IngestSettings,
     pub webhook_body_limit: usize,
     pub webhook_timeout: Duration,
     pub grpc_timeout: Duration,
@@ -215,6 +223,7 @@ impl Settings {
                 watch_interval: Duration::from_millis(500),
             },
             project_db: ProjectDbSettings::default(),
+            ingest: crate::ingest::IngestSettings::default(),
             webhook_body_limit: 1024 * 1024,
             webhook_timeout: Duration::from_secs(10),
             grpc_timeout: Duration::from_secs(60),
@@ -289,6 +298,16 @@ impl Settings {
             statement_timeout: Duration::from_millis(o.project_statement_timeout_ms.max(100)),
         };
         s.control_pool_size = o.control_pool_size.max(2);
+        if o.project_apply_timeout_ms == 0 || o.project_apply_timeout_ms >= o.webhook_timeout_ms {
+            return Err(invalid(
+                "CAPYDB_AUTH_SYNC_PROJECT_APPLY_TIMEOUT_MS must be positive and below CAPYDB_AUTH_SYNC_WEBHOOK_TIMEOUT_MS (parking needs the rest)",
+            ));
+        }
+        if o.inbox_max_per_project < 1 {
+            return Err(invalid("CAPYDB_AUTH_SYNC_INBOX_MAX_PER_PROJECT must be at least 1"));
+        }
+        s.ingest.apply_timeout = Duration::from_millis(o.project_apply_timeout_ms);
+        s.ingest.inbox_max_per_project = o.inbox_max_per_project;
         s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
         s.grpc_concurrency = o.grpc_concurrency.max(1);

@@ -9,7 +9,7 @@ use crate::project_db::{ProjectDbError, ProjectDbTarget};
 use crate::providers::ProviderKind;
 use crate::state::AppState;
 use crate::store::integrations::fields;
-use crate::store::{IntegrationRow, JobRow, StoreError, WebhookStatsRow};
+use crate::store::{InboxBacklog, IntegrationRow, JobRow, StoreError, WebhookStatsRow};
 use crate::users::schema::{ensure_users_table, SchemaError};
 
 /// Errors of the control API, mapped once to `tonic::Status` in `grpc::error`.
@@ -80,6 +80,8 @@ pub struct StatusReport {
     pub current: Option<JobRow>,
     pub last: Option<JobRow>,
     pub webhooks: WebhookStatsRow,
+    /// Deliveries parked in the durable inbox.
+    pub inbox: InboxBacklog,
     pub users_total: i64,
     pub users_deleted: i64,
     pub database_error: Option<String>,
@@ -346,12 +348,15 @@ pub async fn status(
     let integration = resolve(state, project_id, provider).await?;
     let current = state.store.active_job(&integration.id).await?;
     let last = state.store.last_finished_job(&integration.id).await?;
+    // What this replica has counted is shown at once; other replicas' within a second.
+    state.ingest.flush_counters().await;
     let webhooks = state.store.webhook_stats(&integration.id).await?;
+    let inbox = state.store.inbox_backlog_of(&integration.id).await?;
     let (users_total, users_deleted, database_error) = match count_users(state, &integration).await {
         Ok((t, d)) => (t, d, None),
         Err(e) => (0, 0, Some(e.to_string())),
     };
-    Ok(StatusReport { integration, current, last, webhooks, users_total, users_deleted, database_error })
+    Ok(StatusReport { integration, current, last, webhooks, inbox, users_total, users_deleted, database_error })
 }
 
 async fn count_users(state: &AppState, row: &IntegrationRow) -> Result<(i64, i64), ApiError> {

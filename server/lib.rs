@@ -6,6 +6,8 @@
 //!   graceful shutdown; `state`: what the surfaces and services share;
 //! - `grpc`: the control API (thin: auth, mapping, one error mapping);
 //! - `webhook`: the public HTTP listener (limits, routing, status codes);
+//! - `ingest`: one delivery from integration lookup (cached) to durable outcome: verify,
+//!   parse, group commit per project database, the durable inbox, counters;
 //! - `integrations`: the integration lifecycle behind the API; `domain`: validated input;
 //! - `providers`: per-provider webhook verification and parsing into [`users::UserChange`];
 //! - `users`: the provider-neutral record, the table schema, and the writer that owns the
@@ -22,6 +24,7 @@ pub mod crypto;
 pub mod dev;
 pub mod domain;
 pub mod grpc;
+pub mod ingest;
 pub mod integrations;
 pub mod local_postgres;
 pub mod metrics;

@@ -30,7 +30,7 @@ impl Default for ProjectDbSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProjectDbError {
     /// The URL is not a Postgres URL. The message never contains the URL itself.
     #[error("database_url is not a valid Postgres URL: {0}")]
@@ -53,7 +53,13 @@ impl From<tokio_postgres::Error> for ProjectDbError {
             Some(db) if db.code() == &tokio_postgres::error::SqlState::QUERY_CANCELED => {
                 ProjectDbError::Unavailable("statement timed out".into())
             }
-            Some(db) if db.code().code().starts_with("08") || db.code().code().starts_with("57") => {
+            // 08 connection, 57 operator intervention, 40 deadlock / serialization failure,
+            // 53 insufficient resources, 55P03 lock not available: the database cannot take
+            // it now; trying again later may succeed.
+            Some(db)
+                if ["08", "57", "40", "53"].iter().any(|c| db.code().code().starts_with(c))
+                    || db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE =>
+            {
                 ProjectDbError::Unavailable(db.message().to_string())
             }
             Some(db) => ProjectDbError::Query(format!("{}: {}", db.code().code(), db.message())),
@@ -73,6 +79,7 @@ impl From<deadpool_postgres::PoolError> for ProjectDbError {
 }
 
 /// A parsed project database URL: what to connect to, how, and a printable target.
+#[derive(Clone)]
 pub struct ProjectDbTarget {
     config: tokio_postgres::Config,
     tls: TlsMode,
@@ -185,6 +192,54 @@ impl ProjectDbTarget {
                 let (c, conn) = cfg.connect(tls::verified()).await?;
                 drive(conn);
                 c
+            }
+        })
+    }
+
+    /// One connection outside any pool whose notifications (`LISTEN`) arrive on the returned
+    /// channel; the channel closes when the connection ends.
+    pub async fn connect_listening(
+        &self,
+        cfg: &tokio_postgres::Config,
+    ) -> Result<
+        (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>),
+        tokio_postgres::Error,
+    > {
+        fn drive<S, T>(
+            mut conn: tokio_postgres::Connection<S, T>,
+        ) -> tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>
+        where
+            S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(message) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                            if tx.send(n).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            rx
+        }
+        Ok(match self.tls {
+            TlsMode::Disable => {
+                let (c, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                (c, drive(conn))
+            }
+            TlsMode::Prefer | TlsMode::Require => {
+                let (c, conn) = cfg.connect(tls::unverified()).await?;
+                (c, drive(conn))
+            }
+            TlsMode::Verify => {
+                let (c, conn) = cfg.connect(tls::verified()).await?;
+                (c, drive(conn))
             }
         })
     }

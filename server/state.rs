@@ -4,6 +4,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{Backfills, ClerkApiFactory};
 use crate::config::Settings;
+use crate::ingest::IngestService;
 use crate::project_db::ProjectPools;
 use crate::store::ControlStore;
 
@@ -14,6 +15,8 @@ pub struct AppState {
     pub pools: ProjectPools,
     pub clerk: ClerkApiFactory,
     pub backfills: Backfills,
+    /// The webhook delivery path behind the HTTP surface.
+    pub ingest: IngestService,
     /// Fires when the service starts draining (long streams end so clients move elsewhere).
     pub shutdown: CancellationToken,
 }

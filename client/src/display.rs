@@ -533,6 +533,7 @@ mod tests {
                 last_error: "bad signature".into(),
                 last_error_at: None,
                 unavailable: 6,
+                ..Default::default()
             }),
             users_total: 120,
             users_deleted: 3,

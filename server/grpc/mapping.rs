@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::integrations::StatusReport;
 use crate::pb;
 use crate::providers::ProviderKind;
-use crate::store::{IntegrationRow, JobRow, JobState, WebhookStatsRow};
+use crate::store::{InboxBacklog, IntegrationRow, JobRow, JobState, WebhookStatsRow};
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
@@ -105,7 +105,7 @@ pub fn job(j: &JobRow) -> pb::BackfillJob {
     }
 }
 
-pub fn webhooks(w: &WebhookStatsRow) -> pb::WebhookStats {
+pub fn webhooks(w: &WebhookStatsRow, inbox: &InboxBacklog) -> pb::WebhookStats {
     pb::WebhookStats {
         applied: w.applied,
         ignored_stale: w.ignored_stale,
@@ -117,6 +117,8 @@ pub fn webhooks(w: &WebhookStatsRow) -> pb::WebhookStats {
         last_error: w.last_error.clone().unwrap_or_default(),
         last_error_at: w.last_error_at.map(timestamp),
         unavailable: w.unavailable,
+        queued: inbox.count,
+        oldest_queued_at: inbox.oldest.map(timestamp),
     }
 }
 
@@ -129,7 +131,7 @@ pub fn status(r: &StatusReport, public_base_url: &str) -> pb::SyncStatus {
         verdict: verdict(r, mode),
         current_backfill: r.current.as_ref().map(job),
         last_backfill: r.last.as_ref().map(job),
-        webhooks: Some(webhooks(&r.webhooks)),
+        webhooks: Some(webhooks(&r.webhooks, &r.inbox)),
         users_total: r.users_total,
         users_deleted: r.users_deleted,
         database_error: r.database_error.clone().unwrap_or_default(),

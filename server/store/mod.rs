@@ -1,6 +1,7 @@
 //! The control store: the service's own Postgres database (schema `capydb_auth_sync`) with
 //! integrations, webhook counters and backfill jobs. Migrations are versioned (refinery) and
 //! applied at start-up under an advisory lock, so replicas starting together are safe.
+pub mod inbox;
 pub mod integrations;
 pub mod jobs;
 pub mod stats;
@@ -11,9 +12,10 @@ use secrecy::SecretString;
 use crate::project_db::ProjectDbTarget;
 use std::time::Duration;
 
+pub use inbox::{InboxBacklog, ParkedDelivery};
 pub use integrations::IntegrationRow;
 pub use jobs::{JobRow, JobState};
-pub use stats::{WebhookOutcome, WebhookStatsRow};
+pub use stats::{StatsDelta, WebhookOutcome, WebhookStatsRow};
 
 mod embedded {
     refinery::embed_migrations!("server/store/migrations");
@@ -22,7 +24,7 @@ mod embedded {
 /// Advisory lock key serialising migrations across replicas ("capydb_m" as ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_7079_6462_5f6d;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The control database cannot be reached (or timed out); callers answer UNAVAILABLE/503.
     #[error("control database unavailable: {0}")]
@@ -57,7 +59,13 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 pub struct ControlStore {
     pool: Pool,
     counters: Pool,
+    /// For connections outside the pools (`LISTEN`).
+    target: ProjectDbTarget,
+    cfg: tokio_postgres::Config,
 }
+
+/// Channel on which the control database announces integration changes (see V2 migration).
+pub const INTEGRATIONS_CHANNEL: &str = "capydb_auth_sync_integrations";
 
 fn build_pool(target: &ProjectDbTarget, cfg: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
     Pool::builder(target.manager(cfg))
@@ -84,10 +92,21 @@ impl ControlStore {
         // Counters are bumped on every delivery and are not worth an fsync each: their own
         // connections commit asynchronously (a crash may lose the last few increments, never
         // anything else).
-        let mut counters_cfg = cfg;
+        let mut counters_cfg = cfg.clone();
         counters_cfg.options("-c synchronous_commit=off");
         let counters = build_pool(&target, counters_cfg, (max_connections / 2).max(2))?;
-        Ok(ControlStore { pool, counters })
+        Ok(ControlStore { pool, counters, target, cfg })
+    }
+
+    /// A dedicated connection listening for integration changes; each notification's payload
+    /// is an integration id. The receiver closes when the connection is lost.
+    pub async fn listen_integrations(
+        &self,
+    ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>), StoreError>
+    {
+        let (client, notifications) = self.target.connect_listening(&self.cfg).await?;
+        client.batch_execute(&format!("LISTEN {INTEGRATIONS_CHANNEL}")).await?;
+        Ok((client, notifications))
     }
 
     pub(crate) async fn counters_client(&self) -> Result<deadpool_postgres::Object, StoreError> {

@@ -30,7 +30,7 @@ impl WebhookOutcome {
     }
 
     /// Whether the delivery was authenticated and understood (sets `last_event_at`).
-    fn is_event(self) -> bool {
+    pub fn is_event(self) -> bool {
         matches!(
             self,
             WebhookOutcome::Applied
@@ -55,29 +55,118 @@ pub struct WebhookStatsRow {
     pub last_error_at: Option<DateTime<Utc>>,
 }
 
+/// Counts gathered in memory for one integration since the last flush.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsDelta {
+    pub applied: i64,
+    pub ignored_stale: i64,
+    pub ignored_duplicate: i64,
+    pub ignored_unhandled: i64,
+    pub rejected: i64,
+    pub malformed: i64,
+    pub unavailable: i64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Already free of secrets and personal data.
+    pub last_error: Option<(String, DateTime<Utc>)>,
+}
+
+impl StatsDelta {
+    /// Counts one delivery.
+    pub fn count(&mut self, outcome: WebhookOutcome, at: DateTime<Utc>, error: Option<String>) {
+        let n = match outcome {
+            WebhookOutcome::Applied => &mut self.applied,
+            WebhookOutcome::IgnoredStale => &mut self.ignored_stale,
+            WebhookOutcome::IgnoredDuplicate => &mut self.ignored_duplicate,
+            WebhookOutcome::IgnoredUnhandled => &mut self.ignored_unhandled,
+            WebhookOutcome::Rejected => &mut self.rejected,
+            WebhookOutcome::Malformed => &mut self.malformed,
+            WebhookOutcome::Unavailable => &mut self.unavailable,
+        };
+        *n += 1;
+        if outcome.is_event() {
+            self.last_event_at = self.last_event_at.max(Some(at));
+        }
+        if let Some(e) = error {
+            self.last_error = Some((e, at));
+        }
+    }
+
+    /// Folds a later delta into this one.
+    pub fn absorb(&mut self, later: StatsDelta) {
+        self.applied += later.applied;
+        self.ignored_stale += later.ignored_stale;
+        self.ignored_duplicate += later.ignored_duplicate;
+        self.ignored_unhandled += later.ignored_unhandled;
+        self.rejected += later.rejected;
+        self.malformed += later.malformed;
+        self.unavailable += later.unavailable;
+        self.last_event_at = self.last_event_at.max(later.last_event_at);
+        if later.last_error.is_some() {
+            self.last_error = later.last_error;
+        }
+    }
+}
+
 impl ControlStore {
-    /// Counts one delivery. `error` (already free of secrets and personal data) becomes
-    /// `last_error`.
-    pub async fn record_webhook(
-        &self,
-        integration_id: &str,
-        outcome: WebhookOutcome,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
+    /// Adds the deltas of many integrations in one statement. Integrations deleted meanwhile
+    /// are skipped.
+    pub async fn flush_webhook_stats(&self, deltas: &[(String, StatsDelta)]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&StatsDelta) -> i64| deltas.iter().map(|(_, d)| f(d)).collect::<Vec<i64>>();
+        let ids: Vec<&str> = deltas.iter().map(|(id, _)| id.as_str()).collect();
+        let last_event: Vec<Option<DateTime<Utc>>> = deltas.iter().map(|(_, d)| d.last_event_at).collect();
+        let last_error: Vec<Option<&str>> =
+            deltas.iter().map(|(_, d)| d.last_error.as_ref().map(|(e, _)| e.as_str())).collect();
+        let last_error_at: Vec<Option<DateTime<Utc>>> =
+            deltas.iter().map(|(_, d)| d.last_error.as_ref().map(|(_, at)| *at)).collect();
         let c = self.counters_client().await?;
-        // The column name comes from a closed enum, never from input.
-        let col = outcome.as_str();
-        let sql = format!(
-            "INSERT INTO capydb_auth_sync.webhook_stats AS s (integration_id, {col}, last_event_at, last_error, last_error_at) \
-             VALUES ($1, 1, CASE WHEN $2 THEN now() END, $3, CASE WHEN $3::text IS NOT NULL THEN now() END) \
-             ON CONFLICT (integration_id) DO UPDATE SET {col} = s.{col} + 1, \
-               last_event_at = COALESCE(EXCLUDED.last_event_at, s.last_event_at), \
+        let counts: Vec<Vec<i64>> = [
+            col(|d| d.applied),
+            col(|d| d.ignored_stale),
+            col(|d| d.ignored_duplicate),
+            col(|d| d.ignored_unhandled),
+            col(|d| d.rejected),
+            col(|d| d.malformed),
+            col(|d| d.unavailable),
+        ]
+        .into();
+        let result = c.execute(
+            "INSERT INTO capydb_auth_sync.webhook_stats AS s (integration_id, applied, ignored_stale, ignored_duplicate, \
+               ignored_unhandled, rejected, malformed, unavailable, last_event_at, last_error, last_error_at) \
+             SELECT d.* FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], \
+               $7::bigint[], $8::bigint[], $9::timestamptz[], $10::text[], $11::timestamptz[]) \
+               AS d(integration_id, applied, ignored_stale, ignored_duplicate, ignored_unhandled, rejected, malformed, \
+                    unavailable, last_event_at, last_error, last_error_at) \
+             JOIN capydb_auth_sync.integrations i ON i.id = d.integration_id \
+             ON CONFLICT (integration_id) DO UPDATE SET \
+               applied = s.applied + EXCLUDED.applied, ignored_stale = s.ignored_stale + EXCLUDED.ignored_stale, \
+               ignored_duplicate = s.ignored_duplicate + EXCLUDED.ignored_duplicate, \
+               ignored_unhandled = s.ignored_unhandled + EXCLUDED.ignored_unhandled, \
+               rejected = s.rejected + EXCLUDED.rejected, malformed = s.malformed + EXCLUDED.malformed, \
+               unavailable = s.unavailable + EXCLUDED.unavailable, \
+               last_event_at = GREATEST(s.last_event_at, EXCLUDED.last_event_at), \
                last_error = COALESCE(EXCLUDED.last_error, s.last_error), \
-               last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at)"
-        );
-        // The integration may have been deleted meanwhile: a foreign-key error is not news.
-        match c.execute(&sql, &[&integration_id, &outcome.is_event(), &error]).await {
+               last_error_at = COALESCE(EXCLUDED.last_error_at, s.last_error_at)",
+            &[
+                &ids,
+                &counts[0],
+                &counts[1],
+                &counts[2],
+                &counts[3],
+                &counts[4],
+                &counts[5],
+                &counts[6],
+                &last_event,
+                &last_error,
+                &last_error_at,
+            ],
+        )
+        .await;
+        match result {
             Ok(_) => Ok(()),
+            // An integration deleted between the join and the insert: its counts go with it.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => Ok(()),
             Err(e) => Err(e.into()),
         }

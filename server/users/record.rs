@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// One user as the provider last described it: the typed columns of `capydb_auth.users`
 /// derived from `raw`, plus `raw` itself, unmodified.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UserRecord {
     pub id: String,
     pub email: Option<String>,
@@ -23,7 +23,7 @@ pub struct UserRecord {
 }
 
 /// A deletion: the row is soft-deleted (or a tombstone inserted) and stays deleted forever.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UserDeletion {
     pub id: String,
     pub deleted_at: DateTime<Utc>,
@@ -34,7 +34,7 @@ pub struct UserDeletion {
 /// A partial fact from an activity log (Auth0 Log Streams): it changes only the columns it
 /// knows. A signup inserts a minimal row if the user is unknown; a login moves
 /// `last_sign_in_at` forward.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UserSighting {
     pub id: String,
     /// Insert `(id, email, raw)` when no row exists (signup).
@@ -47,7 +47,8 @@ pub struct UserSighting {
 }
 
 /// One change a delivery or a backfill page asks of the users table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UserChange {
     Upsert(UserRecord),
     Delete(UserDeletion),

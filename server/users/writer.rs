@@ -197,7 +197,7 @@ pub struct UsersWriter;
 impl UsersWriter {
     /// Applies one change.
     pub async fn apply(c: &impl GenericClient, change: &UserChange) -> Result<MergeOutcome, ProjectDbError> {
-        let outcomes = Self::apply_batch(c, std::slice::from_ref(change)).await?;
+        let outcomes = Self::apply_batch(c, &[change]).await?;
         Ok(outcomes[0])
     }
 
@@ -212,7 +212,7 @@ impl UsersWriter {
     /// single layer.
     pub async fn apply_batch(
         c: &impl GenericClient,
-        changes: &[UserChange],
+        changes: &[&UserChange],
     ) -> Result<Vec<MergeOutcome>, ProjectDbError> {
         let mut outcomes = vec![MergeOutcome::Duplicate; changes.len()];
         for layer in layers(changes) {
@@ -221,7 +221,7 @@ impl UsersWriter {
             let mut signups = Vec::new();
             let mut logins = Vec::new();
             for &i in &layer {
-                match &changes[i] {
+                match changes[i] {
                     UserChange::Upsert(r) => upserts.push((i, r)),
                     UserChange::Delete(d) => deletes.push((i, d)),
                     UserChange::Sighting(s) if s.insert_if_absent => signups.push((i, s)),
@@ -371,7 +371,7 @@ impl UsersWriter {
     /// applied in order, so its newest object wins.
     pub async fn upsert_batch(c: &impl GenericClient, records: &[UserRecord]) -> Result<BatchOutcome, ProjectDbError> {
         let changes: Vec<UserChange> = records.iter().cloned().map(UserChange::Upsert).collect();
-        let outcomes = Self::apply_batch(c, &changes).await?;
+        let outcomes = Self::apply_batch(c, &changes.iter().collect::<Vec<_>>()).await?;
         let written = outcomes.iter().filter(|o| o.changed()).count() as u64;
         Ok(BatchOutcome { written, unchanged: records.len() as u64 - written })
     }
@@ -419,7 +419,7 @@ impl UsersWriter {
 
 /// Positions of `changes` cut into layers of distinct user ids, in arrival order: layer *k*
 /// holds each user's *k*-th change.
-fn layers(changes: &[UserChange]) -> Vec<Vec<usize>> {
+fn layers(changes: &[&UserChange]) -> Vec<Vec<usize>> {
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
     let mut layers: Vec<Vec<usize>> = Vec::new();
     for (i, change) in changes.iter().enumerate() {

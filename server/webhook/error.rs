@@ -3,68 +3,71 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::providers::{ParseError, VerifyError};
+use crate::ingest::IngestError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("{0}")]
-    NotFound(String),
+    #[error("no such route")]
+    NoRoute,
     #[error("method not allowed; webhooks are delivered with POST")]
     MethodNotAllowed,
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("could not read the request body")]
     BadBody,
-    #[error("webhook verification failed: {0}")]
-    Unauthorized(#[from] VerifyError),
-    #[error("not a valid event: {0}")]
-    Malformed(#[from] ParseError),
-    /// Nothing was applied; the sender must retry.
-    #[error("{0}; nothing was applied, retry later")]
-    Unavailable(String),
-    /// Logged with context where it happens; answered opaquely.
-    #[error("internal error")]
-    Internal,
+    #[error("the delivery took too long; nothing was kept, retry later")]
+    Timeout,
+    #[error("{0}")]
+    NotReady(&'static str),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
 impl WebhookError {
     pub fn status(&self) -> StatusCode {
         match self {
-            WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebhookError::NoRoute => StatusCode::NOT_FOUND,
             WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             WebhookError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::BadBody => StatusCode::BAD_REQUEST,
-            WebhookError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
-            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            WebhookError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            WebhookError::Timeout | WebhookError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Ingest(e) => match e {
+                IngestError::NotFound(_) => StatusCode::NOT_FOUND,
+                IngestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+                IngestError::Unavailable(_) | IngestError::InboxFull => StatusCode::SERVICE_UNAVAILABLE,
+                IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
     /// The metric label of this failure.
     pub fn outcome(&self) -> &'static str {
         match self {
-            WebhookError::NotFound(_) => "not_found",
+            WebhookError::NoRoute => "not_found",
             WebhookError::MethodNotAllowed => "method_not_allowed",
             WebhookError::PayloadTooLarge(_) => "too_large",
             WebhookError::BadBody => "bad_body",
-            WebhookError::Unauthorized(_) => "rejected",
-            WebhookError::Malformed(_) => "malformed",
-            WebhookError::Unavailable(_) => "unavailable",
-            WebhookError::Internal => "internal",
+            WebhookError::Timeout | WebhookError::NotReady(_) => "unavailable",
+            WebhookError::Ingest(e) => match e {
+                IngestError::NotFound(_) => "not_found",
+                IngestError::Unauthorized(_) => "rejected",
+                IngestError::Malformed(_) => "malformed",
+                IngestError::Unavailable(_) => "unavailable",
+                IngestError::InboxFull => "inbox_full",
+                IngestError::Internal => "internal",
+            },
         }
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let mut resp = json(self.status(), &serde_json::json!({ "error": self.to_string() }));
-        match self {
-            WebhookError::Unavailable(_) => {
-                resp.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-            }
-            WebhookError::MethodNotAllowed => {
-                resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-            }
-            _ => {}
+        let status = self.status();
+        let mut resp = json(status, &serde_json::json!({ "error": self.to_string() }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
+        if let WebhookError::MethodNotAllowed = self {
+            resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
         }
         resp
     }

@@ -1,6 +1,6 @@
 //! The public HTTP listener: webhook deliveries (`/api/capydb/v1/integrations/{provider}/webhook/{project}`),
-//! `/healthz` and `/readyz`. HTTP concerns only — limits, routing, status codes; verification
-//! and parsing belong to `providers`, writing to `users::writer`.
+//! `/healthz` and `/readyz`. HTTP concerns only — limits, routing, status codes; the delivery
+//! itself (integration, verification, parsing, writing) belongs to the `ingest` service.
 mod delivery;
 pub mod error;
 
@@ -59,12 +59,15 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") if state.shutdown.is_cancelled() => {
-            WebhookError::Unavailable("draining: the server is shutting down".into()).into_response()
+            WebhookError::NotReady("draining: the server is shutting down").into_response()
         }
         (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
             Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-            Ok(Err(e)) => WebhookError::Unavailable(format!("control database unreachable: {e}")).into_response(),
-            Err(_) => WebhookError::Unavailable("control database did not answer within 2 s".into()).into_response(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: control database unreachable");
+                WebhookError::NotReady("control database unreachable").into_response()
+            }
+            Err(_) => WebhookError::NotReady("control database did not answer within 2 s").into_response(),
         },
         (_, "/healthz") | (_, "/readyz") => WebhookError::MethodNotAllowed.into_response(),
         _ => match parse_webhook_path(&path) {
@@ -72,10 +75,10 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
                 if req.method() != Method::POST {
                     WebhookError::MethodNotAllowed.into_response()
                 } else {
-                    delivery::deliver(&state, provider, project_id, req).await
+                    delivery::deliver(&state, provider, &project_id, req).await
                 }
             }
-            None => WebhookError::NotFound("no such route".into()).into_response(),
+            None => WebhookError::NoRoute.into_response(),
         },
     };
     Ok(response)

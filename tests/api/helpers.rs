@@ -590,3 +590,21 @@ pub fn clerk_event(event_type: &str, data: serde_json::Value, timestamp_ms: i64)
 pub fn ms(t: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(t).unwrap()
 }
+
+/// Polls `probe` every 25 ms until it returns `Some`, for at most 15 s; panics naming `what`
+/// otherwise. For effects that land asynchronously by design (cache invalidation across
+/// replicas, the inbox drain), never to paper over a race.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

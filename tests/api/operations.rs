@@ -89,7 +89,7 @@ async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
 }
 
 #[tokio::test]
-async fn a_control_database_outage_is_503_on_readyz_and_webhooks_and_unavailable_on_grpc() {
+async fn a_control_database_outage_is_503_on_readyz_and_unavailable_on_grpc_while_webhooks_keep_applying() {
     let control = new_control_db().await;
     let mut proxy = TcpProxy::start(pg_addr(&control)).await;
     let app =
@@ -103,8 +103,13 @@ async fn a_control_database_outage_is_503_on_readyz_and_webhooks_and_unavailable
     let r = app.http.get(format!("http://{}/healthz", app.http_addr)).send().await.unwrap();
     assert_eq!(r.status(), 200, "the process is alive");
     let body = clerk_event("user.created", serde_json::json!({"id": "user_c", "object": "user", "updated_at": 1}), 1);
-    let (status, _) = app.send_clerk("ctl", &whsec, &body).await;
-    assert_eq!(status, 503, "the sender retries later");
+    // Integrations are cached and the project database is up: deliveries still land.
+    let (status, answer) = app.send_clerk("ctl", &whsec, &body).await;
+    assert_eq!((status, answer), (200, serde_json::json!({"status": "applied"})));
+    assert!(users_table(&app.project().await).await.contains_key("user_c"));
+    // Junk is still told apart without the control database: a wrong signature, a made-up project.
+    assert_eq!(app.send_clerk("ctl", &new_whsec(), &body).await.0, 401);
+    assert_eq!(app.send_clerk("made_up", &whsec, &body).await.0, 404);
     let err = app.client_with_token(Some(TEST_TOKEN)).list_integrations(None).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
@@ -118,7 +123,12 @@ async fn a_control_database_outage_is_503_on_readyz_and_webhooks_and_unavailable
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(recovered);
-    assert_eq!(app.send_clerk("ctl", &whsec, &body).await.0, 200);
+    assert_eq!(
+        app.send_clerk("ctl", &whsec, &body).await,
+        (200, serde_json::json!({"status": "ignored", "reason": "duplicate"}))
+    );
+    let stats = app.webhook_stats("ctl").await;
+    assert_eq!((stats.applied, stats.ignored_duplicate, stats.rejected), (1, 1, 1), "counts kept through the outage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ use futures::StreamExt;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn data_of(fixture_json: &str) -> Value {
     serde_json::from_str::<Value>(fixture_json).unwrap()["data"].clone()
@@ -344,8 +345,12 @@ async fn a_backfill_only_integration_has_no_webhook_endpoint() {
 }
 
 #[tokio::test]
-async fn an_unreachable_project_database_is_a_503_and_the_retry_applies() {
-    let app = TestApp::spawn().await;
+async fn an_unreachable_project_database_parks_the_delivery_and_the_drain_applies_it_without_a_resend() {
+    let app = TestApp::spawn_with(TestOptions {
+        tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_millis(1500)),
+        ..Default::default()
+    })
+    .await;
     let mut proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
     let whsec = new_whsec();
     app.configure_clerk_on("down", &whsec, &proxy.url_through(&app.project_url)).await;
@@ -363,18 +368,20 @@ async fn an_unreachable_project_database_is_a_503_and_the_retry_applies() {
         clerk_event("user.created", user_v("user_2", 1, "2@example.com"), 1).into_bytes(),
     )
     .unwrap();
-    let resp = app.http.post(&url).headers(second.header_map()).body(second.body.clone()).send().await.unwrap();
-    assert_eq!(resp.status(), 503);
-    assert!(resp.headers().get("retry-after").is_some());
-    assert!(resp.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("retry"));
+    assert_eq!(app.send(&url, &second).await, (202, json!({"status": "queued"})), "parked durably");
     let direct = app.project().await;
-    assert!(!users_table(&direct).await.contains_key("user_2"), "nothing applied");
+    assert!(!users_table(&direct).await.contains_key("user_2"), "not applied yet");
+    let stats = app.webhook_stats("down").await;
+    assert_eq!(stats.queued, 1);
+    assert!(stats.oldest_queued_at.is_some());
 
     proxy.restore().await;
-    assert_eq!(app.send(&url, &second).await, (200, json!({"status": "applied"})), "the sender's retry is applied");
-    assert!(users_table(&direct).await.contains_key("user_2"));
-    let stats = app.webhook_stats("down").await;
-    assert_eq!((stats.applied, stats.unavailable), (2, 1));
+    eventually("the drain applies the parked delivery", || async {
+        users_table(&direct).await.contains_key("user_2").then_some(())
+    })
+    .await;
+    eventually("the inbox is empty", || async { (app.webhook_stats("down").await.queued == 0).then_some(()) }).await;
+    assert_eq!(app.send(&url, &second).await, (200, json!({"status": "ignored", "reason": "duplicate"})));
 }
 
 #[tokio::test]
