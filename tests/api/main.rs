@@ -2,6 +2,7 @@
 mod helpers;
 
 mod backfill;
+mod ingest;
 mod lifecycle;
 mod operations;
 mod providers;
