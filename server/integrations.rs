@@ -131,7 +131,7 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         return Err(ApiError::InvalidArgument(violations));
     }
     let (project, provider) = (project.expect("validated"), provider.expect("validated"));
-    let existing = state.store.get_integration(project.as_str(), provider.name()).await?;
+    let existing = state.store.get_integration(project.as_str(), provider).await?;
 
     // Merge: empty fields keep the stored value; the first configuration needs the basics.
     let is_new = existing.is_none();
@@ -158,7 +158,7 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let mut row = existing.clone().unwrap_or_else(|| IntegrationRow {
         id: id.clone(),
         project_id: project.as_str().to_string(),
-        provider: provider.name().to_string(),
+        provider,
         database_url_enc: String::new(),
         secret_key_enc: None,
         webhook_secret_enc: None,
@@ -262,7 +262,7 @@ pub async fn resolve(
     match provider {
         Some(p) => state
             .store
-            .get_integration(project.as_str(), p.name())
+            .get_integration(project.as_str(), p)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no {p} integration for project {}", project.as_str()))),
         None => {
@@ -305,8 +305,7 @@ pub async fn run_backfill(
     provider: Option<ProviderKind>,
 ) -> Result<JobRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
-    let kind =
-        ProviderKind::from_name(&row.provider).ok_or_else(|| ApiError::Internal("unknown stored provider".into()))?;
+    let kind = row.provider;
     if !kind.supports_backfill() {
         return Err(ApiError::FailedPrecondition(format!(
             "{kind} is webhook-only: it has no API to backfill from; users arrive through webhooks"

@@ -88,12 +88,8 @@ async fn process(
     let not_found =
         || WebhookError::NotFound(format!("no {provider} integration with a webhook secret for this project"));
     let project = ProjectId::parse(project_id).map_err(|_| not_found())?;
-    let integration = state
-        .store
-        .get_integration(project.as_str(), provider.name())
-        .await
-        .map_err(store_error)?
-        .ok_or_else(not_found)?;
+    let integration =
+        state.store.get_integration(project.as_str(), provider).await.map_err(store_error)?.ok_or_else(not_found)?;
     let keyring = &state.settings.keyring;
     let secret = integration.webhook_secret(keyring).map_err(|e| internal(&integration, &e))?.ok_or_else(not_found)?;
     *integration_id = Some(integration.id.clone());
