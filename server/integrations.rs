@@ -139,17 +139,15 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         if target.is_none() {
             return Err(violation("database_url", "required when the integration is first configured"));
         }
-        match provider {
-            ProviderKind::Clerk if secret_key.is_none() && webhook_secret.is_none() => {
+        if provider.supports_backfill() {
+            if secret_key.is_none() && webhook_secret.is_none() {
                 return Err(violation(
                     "credentials.secret_key",
                     "a Clerk integration needs a secret key (backfill) and/or a webhook signing secret (live sync)",
                 ));
             }
-            ProviderKind::Auth0 | ProviderKind::BetterAuth if webhook_secret.is_none() => {
-                return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
-            }
-            _ => {}
+        } else if webhook_secret.is_none() {
+            return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
         }
     }
     let keyring = &state.settings.keyring;

@@ -11,23 +11,18 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-/// `PROVIDER_UNSPECIFIED` → None; unknown numbers → Err(the number).
+/// `PROVIDER_UNSPECIFIED` → None; numbers that name no provider → Err(the number).
 pub fn provider_from_proto(value: i32) -> Result<Option<ProviderKind>, i32> {
     match pb::Provider::try_from(value) {
         Ok(pb::Provider::Unspecified) => Ok(None),
-        Ok(pb::Provider::Clerk) => Ok(Some(ProviderKind::Clerk)),
-        Ok(pb::Provider::Auth0) => Ok(Some(ProviderKind::Auth0)),
-        Ok(pb::Provider::BetterAuth) => Ok(Some(ProviderKind::BetterAuth)),
+        // Every other value names a provider of the registry (checked by a providers test).
+        Ok(named) => ProviderKind::from_proto(named).map(Some).ok_or(value),
         Err(_) => Err(value),
     }
 }
 
 pub fn provider_to_proto(provider: ProviderKind) -> pb::Provider {
-    match provider {
-        ProviderKind::Clerk => pb::Provider::Clerk,
-        ProviderKind::Auth0 => pb::Provider::Auth0,
-        ProviderKind::BetterAuth => pb::Provider::BetterAuth,
-    }
+    provider.proto()
 }
 
 pub fn job_state(s: JobState) -> pb::BackfillState {

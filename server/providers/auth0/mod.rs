@@ -22,8 +22,49 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::fields::{optional_string, optional_time};
 use super::timestamps::from_json;
-use super::{Delivery, ParseError, VerifyError};
+use super::{check_shared_secret, Delivery, ParseError, Provider, VerifyError};
+use crate::pb;
 use crate::users::{UserChange, UserDeletion, UserRecord, UserSighting};
+
+/// Auth0 (SPEC §1): webhook-only, authenticated by a shared secret in `Authorization`.
+pub struct Auth0;
+
+impl Provider for Auth0 {
+    fn name(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn path_segment(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn proto(&self) -> pb::Provider {
+        pb::Provider::Auth0
+    }
+
+    fn supports_backfill(&self) -> bool {
+        false
+    }
+
+    fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
+        check_shared_secret(secret)
+    }
+
+    /// No delivery id: neither Log Streams nor Event Streams put one in a header.
+    fn verify(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        _body: &[u8],
+        _now: DateTime<Utc>,
+    ) -> Result<Option<String>, VerifyError> {
+        verify(secret, headers).map(|()| None)
+    }
+
+    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        parse(body, received_at)
+    }
+}
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_UPDATED: &str = "user.updated";
@@ -144,11 +185,11 @@ fn normalize(event_type: &str) -> String {
 }
 
 fn unhandled(event_type: String) -> Delivery {
-    Delivery { event_type, changes: Vec::new(), unhandled: true }
+    Delivery::unhandled(event_type)
 }
 
 fn handled(event_type: String, changes: Vec<UserChange>) -> Delivery {
-    Delivery { event_type, changes, unhandled: false }
+    Delivery::handled(event_type, changes)
 }
 
 /// Event Streams: `{specversion, type, id, time, data: {object: profile}}`.

@@ -14,8 +14,48 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use super::fields::{optional_string, optional_time};
-use super::{Delivery, ParseError, VerifyError};
+use super::{check_shared_secret, Delivery, ParseError, Provider, VerifyError};
+use crate::pb;
 use crate::users::{UserChange, UserDeletion, UserRecord};
+
+/// Better Auth (SPEC §1): webhook-only, HMAC-signed with the configured secret.
+pub struct BetterAuth;
+
+impl Provider for BetterAuth {
+    fn name(&self) -> &'static str {
+        "better_auth"
+    }
+
+    fn path_segment(&self) -> &'static str {
+        "better-auth"
+    }
+
+    fn proto(&self) -> pb::Provider {
+        pb::Provider::BetterAuth
+    }
+
+    fn supports_backfill(&self) -> bool {
+        false
+    }
+
+    fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
+        check_shared_secret(secret)
+    }
+
+    fn verify(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        _now: DateTime<Utc>,
+    ) -> Result<Option<String>, VerifyError> {
+        verify(secret, headers, body).map(|()| None)
+    }
+
+    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        parse(body, received_at)
+    }
+}
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_UPDATED: &str = "user.updated";
@@ -58,7 +98,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseE
         _ => return Err(ParseError::Field("event")),
     };
     if !matches!(event_type.as_str(), USER_CREATED | USER_UPDATED | USER_DELETED) {
-        return Ok(Delivery { event_type, changes: Vec::new(), unhandled: true });
+        return Ok(Delivery::unhandled(event_type));
     }
     let user = match envelope.remove("user") {
         Some(Value::Object(user)) => user,
@@ -70,7 +110,7 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseE
     } else {
         UserChange::Upsert(record_from(Value::Object(user))?)
     };
-    Ok(Delivery { event_type, changes: vec![change], unhandled: false })
+    Ok(Delivery::handled(event_type, vec![change]))
 }
 
 /// Maps one Better Auth user (as `JSON.stringify` emits it from a database hook) to a
