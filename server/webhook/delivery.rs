@@ -27,21 +27,26 @@ pub async fn deliver(
     let delivery_id = header_str(&req, "svix-id").or_else(|| header_str(&req, "webhook-id"));
     let mut integration_id = None;
     let mut event_type = String::new();
+    let mut skipped = 0;
     let result = tokio::time::timeout(
         state.settings.webhook_timeout,
-        process(state, provider, &project_id, req, &mut integration_id, &mut event_type),
+        process(state, provider, &project_id, req, &mut integration_id, &mut event_type, &mut skipped),
     )
     .await
     .unwrap_or_else(|_| Err(WebhookError::Unavailable("the delivery took too long".into())));
 
     let (response, outcome_label, counted) = match result {
         Ok(outcome) => {
-            let body = match outcome {
+            let mut body = match outcome {
                 WebhookOutcome::Applied => serde_json::json!({"status": "applied"}),
                 WebhookOutcome::IgnoredStale => serde_json::json!({"status": "ignored", "reason": "stale"}),
                 WebhookOutcome::IgnoredDuplicate => serde_json::json!({"status": "ignored", "reason": "duplicate"}),
                 _ => serde_json::json!({"status": "ignored", "reason": "unhandled_event"}),
             };
+            // Log Stream records skipped as unusable; the rest of the batch was applied.
+            if skipped > 0 {
+                body["skipped"] = skipped.into();
+            }
             (json(StatusCode::OK, &body), outcome.as_str(), Some((outcome, None)))
         }
         Err(e) => {
@@ -84,6 +89,7 @@ async fn process(
     req: Request<Incoming>,
     integration_id: &mut Option<String>,
     event_type: &mut String,
+    skipped: &mut usize,
 ) -> Result<WebhookOutcome, WebhookError> {
     let not_found =
         || WebhookError::NotFound(format!("no {provider} integration with a webhook secret for this project"));
@@ -103,6 +109,7 @@ async fn process(
     }
     let delivery = providers::parse(provider, &body, now)?;
     *event_type = delivery.event_type.clone();
+    *skipped = delivery.skipped;
     if delivery.unhandled {
         return Ok(WebhookOutcome::IgnoredUnhandled);
     }
