@@ -95,8 +95,8 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let project = ProjectId::parse(&input.project_id).map_err(|v| violations.push(v)).ok();
     let provider = input.provider;
     if provider.is_none() {
-        violations
-            .push(FieldViolation::new("provider", "must be PROVIDER_CLERK, PROVIDER_AUTH0 or PROVIDER_BETTER_AUTH"));
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.proto().as_str_name()).collect();
+        violations.push(FieldViolation::new("provider", format!("must be one of {}", names.join(", "))));
     }
     let target = if input.database_url.is_empty() {
         None

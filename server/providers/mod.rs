@@ -1,24 +1,27 @@
 //! The provider seam: everything that makes a provider what it is lives behind one trait,
-//! [`Provider`] — its names and webhook path segment, which webhook secrets it accepts, how
-//! it verifies a delivery on the raw bytes, how it parses one into provider-neutral
-//! [`UserChange`]s, and whether it has an API to backfill from — and every provider is
-//! listed once, in the registry at the bottom of this file. The rest of the service holds a
-//! [`ProviderKind`] (parsed once, where a name enters: the control store, a path segment, a
-//! proto enum) and asks the registry; nothing outside this module matches on providers
-//! except the proto mapping, which is exhaustive. Nothing here touches a database.
+//! [`Provider`] — its names and webhook path segment, its proto value, which webhook secrets
+//! it accepts, how it verifies a delivery on the raw bytes, how it parses one into
+//! provider-neutral [`UserChange`]s, and whether it has an API to backfill from — and every
+//! provider is listed once, in the `registry!` invocation below. The rest of the service
+//! holds a [`ProviderKind`] (parsed once where a name enters: the control store, a webhook
+//! path segment, a proto enum value) and asks the registry; nothing outside this module
+//! matches on providers. Nothing here touches a database.
 //!
 //! # Adding a provider
 //! 1. One module, `providers/<name>.rs` (or a folder), with a unit struct implementing
-//!    [`Provider`]: names, path segment, secret check, `verify`, `parse`, backfill or not.
-//! 2. One registry line in the `registry!` invocation below: `Variant => module::Struct`.
-//!    That line creates the [`ProviderKind`] variant, and the compiler then points at the
-//!    one exhaustive match that needs it (`grpc/mapping.rs`, proto ↔ kind).
+//!    [`Provider`]: names, path segment, proto value, secret check, `verify`, `parse`,
+//!    backfill or not.
+//! 2. One registry line in `registry!` below, `Variant => module::Struct`: it declares the
+//!    [`ProviderKind`] variant and its implementation together, so they cannot drift apart.
 //! 3. The proto enum value `PROVIDER_<NAME>` in `proto/capydb/auth_sync/v1/auth_sync.proto`,
-//!    returned by the new `Provider::proto`.
-//! 4. The client's name for it in `client/src/provider.rs` (and its test signer in
+//!    returned by the new `Provider::proto` (a test fails while a proto value has no
+//!    provider, or two).
+//! 4. The client's name for it in `client/src/provider.rs` (and a test signer in
 //!    `client/src/signing.rs`).
 //!
-//! Also allow the name in the control store's `CHECK (provider IN (…))` with a migration.
+//! Plus a control-store migration that admits the name in `integrations.provider`'s
+//! `CHECK (provider IN (…))`. `supports_backfill` is true only for Clerk: the backfill runner
+//! speaks Clerk's Backend API, so a backfill from another API is more than one module.
 pub mod auth0;
 pub mod better_auth;
 pub mod clerk;
