@@ -97,8 +97,8 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let project = ProjectId::parse(&input.project_id).map_err(|v| violations.push(v)).ok();
     let provider = input.provider;
     if provider.is_none() {
-        violations
-            .push(FieldViolation::new("provider", "must be PROVIDER_CLERK, PROVIDER_AUTH0 or PROVIDER_BETTER_AUTH"));
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.proto().as_str_name()).collect();
+        violations.push(FieldViolation::new("provider", format!("must be one of {}", names.join(", "))));
     }
     let target = if input.database_url.is_empty() {
         None
@@ -133,7 +133,7 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         return Err(ApiError::InvalidArgument(violations));
     }
     let (project, provider) = (project.expect("validated"), provider.expect("validated"));
-    let existing = state.store.get_integration(project.as_str(), provider.name()).await?;
+    let existing = state.store.get_integration(project.as_str(), provider).await?;
 
     // Merge: empty fields keep the stored value; the first configuration needs the basics.
     let is_new = existing.is_none();
@@ -141,17 +141,15 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         if target.is_none() {
             return Err(violation("database_url", "required when the integration is first configured"));
         }
-        match provider {
-            ProviderKind::Clerk if secret_key.is_none() && webhook_secret.is_none() => {
+        if provider.supports_backfill() {
+            if secret_key.is_none() && webhook_secret.is_none() {
                 return Err(violation(
                     "credentials.secret_key",
                     "a Clerk integration needs a secret key (backfill) and/or a webhook signing secret (live sync)",
                 ));
             }
-            ProviderKind::Auth0 | ProviderKind::BetterAuth if webhook_secret.is_none() => {
-                return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
-            }
-            _ => {}
+        } else if webhook_secret.is_none() {
+            return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
         }
     }
     let keyring = &state.settings.keyring;
@@ -160,7 +158,7 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
     let mut row = existing.clone().unwrap_or_else(|| IntegrationRow {
         id: id.clone(),
         project_id: project.as_str().to_string(),
-        provider: provider.name().to_string(),
+        provider,
         database_url_enc: String::new(),
         secret_key_enc: None,
         webhook_secret_enc: None,
@@ -264,7 +262,7 @@ pub async fn resolve(
     match provider {
         Some(p) => state
             .store
-            .get_integration(project.as_str(), p.name())
+            .get_integration(project.as_str(), p)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no {p} integration for project {}", project.as_str()))),
         None => {
@@ -307,8 +305,7 @@ pub async fn run_backfill(
     provider: Option<ProviderKind>,
 ) -> Result<JobRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
-    let kind =
-        ProviderKind::from_name(&row.provider).ok_or_else(|| ApiError::Internal("unknown stored provider".into()))?;
+    let kind = row.provider;
     if !kind.supports_backfill() {
         return Err(ApiError::FailedPrecondition(format!(
             "{kind} is webhook-only: it has no API to backfill from; users arrive through webhooks"

@@ -1,7 +1,10 @@
 //! Owns the webhook signers of the three providers, as the providers themselves sign:
 //! Clerk/Svix (`svix-id`, `svix-timestamp`, `svix-signature: v1,<base64 HMAC-SHA256>`), Auth0
-//! (the shared secret in `Authorization`), Better Auth (`X-Better-Auth-Signature`, lowercase
-//! hex HMAC-SHA256 of the body). Used by tests and by `send-test-webhook`.
+//! (the shared secret in `Authorization`: bare, Bearer or Basic), and Better Auth's two
+//! senders: the official `@better-auth/webhooks` plugin (`x-better-auth-webhook-id`,
+//! `x-better-auth-webhook-signature: t=<seconds>,v1=<hex HMAC-SHA256 of "{t}.{body}">`) and
+//! the `databaseHooks` snippet (`X-Better-Auth-Signature`, lowercase hex HMAC-SHA256 of the
+//! body). Used by tests and by `send-test-webhook`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,23 @@ pub const SVIX_TIMESTAMP: &str = "svix-timestamp";
 pub const SVIX_SIGNATURE: &str = "svix-signature";
 pub const AUTHORIZATION: &str = "authorization";
 pub const BETTER_AUTH_SIGNATURE: &str = "x-better-auth-signature";
+pub const BETTER_AUTH_WEBHOOK_ID: &str = "x-better-auth-webhook-id";
+pub const BETTER_AUTH_WEBHOOK_SIGNATURE: &str = "x-better-auth-webhook-signature";
+pub const USER_AGENT: &str = "user-agent";
+/// What the Better Auth webhooks plugin sends as `user-agent` and `content-type`.
+pub const BETTER_AUTH_WEBHOOKS_USER_AGENT: &str = "Better-Auth-Webhooks/1.0";
+pub const BETTER_AUTH_WEBHOOKS_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 pub const CONTENT_TYPE: &str = "content-type";
+
+/// Which of Better Auth's two senders a test delivery imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BetterAuthSender {
+    /// The official `@better-auth/webhooks` plugin (`x-better-auth-webhook-signature`).
+    #[default]
+    Plugin,
+    /// A `databaseHooks` snippet posting the CapyDB envelope (`x-better-auth-signature`).
+    DatabaseHooks,
+}
 
 /// A secret that cannot be used to sign. Never contains the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +80,33 @@ pub fn better_auth_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Better Auth webhooks plugin signature (its `signWebhookPayload`): lowercase hex
+/// HMAC-SHA256 of `"{timestamp}.{body}"` keyed with the UTF-8 bytes of `secret`; `timestamp`
+/// in seconds.
+pub fn better_auth_plugin_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The plugin's `x-better-auth-webhook-signature` value: `t=<timestamp>,v1=<hex>`.
+pub fn better_auth_plugin_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    format!("t={timestamp},v1={}", better_auth_plugin_signature(secret, timestamp, body))
+}
+
+/// A fresh delivery id shaped like the plugin's (`crypto.randomUUID()`, a version-4 UUID).
+/// Unique, not cryptographically random.
+pub fn new_webhook_id() -> String {
+    let digest = Sha256::digest(unique_suffix(32).as_bytes());
+    let mut b: [u8; 16] = digest[..16].try_into().expect("32-byte digest");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// A fresh Svix-style message id (`msg_` + 27 base62 characters).
@@ -145,19 +191,56 @@ impl SignedRequest {
         Self::new(body.into(), vec![(AUTHORIZATION, secret.to_string())])
     }
 
-    /// Better Auth: `x-better-auth-signature: <lowercase hex HMAC-SHA256>`.
+    /// Auth0 Event Streams basic auth: `authorization: Basic base64(user:secret)` (the
+    /// receiver checks the password only).
+    pub fn auth0_basic(user: &str, secret: &str, body: impl Into<Vec<u8>>) -> Self {
+        let credentials = BASE64.encode(format!("{user}:{secret}"));
+        Self::new(body.into(), vec![(AUTHORIZATION, format!("Basic {credentials}"))])
+    }
+
+    /// Better Auth's `databaseHooks` snippet (the CapyDB envelope):
+    /// `x-better-auth-signature: <lowercase hex HMAC-SHA256 of the body>`.
     pub fn better_auth(secret: &str, body: impl Into<Vec<u8>>) -> Self {
         let body = body.into();
         let sig = better_auth_signature(secret, &body);
         Self::new(body, vec![(BETTER_AUTH_SIGNATURE, sig)])
     }
 
-    /// Signs `body` as `provider` would (Clerk: fresh id, current time; Auth0: bearer).
+    /// Better Auth's official webhooks plugin, with the headers it sends:
+    /// `content-type: application/json; charset=utf-8`, `x-better-auth-webhook-id`,
+    /// `x-better-auth-webhook-signature: t=<timestamp>,v1=<hex>`, `user-agent`.
+    /// `webhook_id` should equal the body's `id`, as the plugin's does.
+    pub fn better_auth_plugin(secret: &str, webhook_id: &str, timestamp: i64, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        let signature = better_auth_plugin_header(secret, timestamp, &body);
+        let headers = vec![
+            (CONTENT_TYPE.to_string(), BETTER_AUTH_WEBHOOKS_CONTENT_TYPE.to_string()),
+            (BETTER_AUTH_WEBHOOK_ID.to_string(), webhook_id.to_string()),
+            (BETTER_AUTH_WEBHOOK_SIGNATURE.to_string(), signature),
+            (USER_AGENT.to_string(), BETTER_AUTH_WEBHOOKS_USER_AGENT.to_string()),
+        ];
+        SignedRequest { headers, body }
+    }
+
+    /// [`SignedRequest::better_auth_plugin`] signed now, with the body's `id` as the delivery
+    /// id (a fresh one when the body has none), as the plugin sends a first attempt and
+    /// each retry (a retry re-signs the same body with a fresh `t`).
+    pub fn better_auth_plugin_now(secret: &str, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_string))
+            .unwrap_or_else(new_webhook_id);
+        Self::better_auth_plugin(secret, &id, unix_now(), body)
+    }
+
+    /// Signs `body` as `provider` would (Clerk: fresh id, current time; Auth0: bearer;
+    /// Better Auth: its official webhooks plugin, signed now).
     pub fn for_provider(provider: Provider, secret: &str, body: impl Into<Vec<u8>>) -> Result<Self, SigningError> {
         match provider {
             Provider::Clerk => Self::clerk_now(secret, body),
             Provider::Auth0 => Ok(Self::auth0(secret, body)),
-            Provider::BetterAuth => Ok(Self::better_auth(secret, body)),
+            Provider::BetterAuth => Ok(Self::better_auth_plugin_now(secret, body)),
             Provider::Unspecified => Err(SigningError::UnspecifiedProvider),
         }
     }
@@ -336,6 +419,50 @@ mod tests {
     }
 
     #[test]
+    fn better_auth_plugin_vector() {
+        let v = fixture("better-auth/better-auth-webhooks-plugin.vector.COMPUTED.json");
+        let (secret, body, t) = (s(&v, "secret"), s(&v, "body"), v["timestamp_seconds"].as_i64().unwrap());
+        let sent = &v["headers"];
+        assert_eq!(better_auth_plugin_header(secret, t, body.as_bytes()), s(sent, "x-better-auth-webhook-signature"));
+        let tampered = better_auth_plugin_header(secret, t, s(&v, "tampered_body").as_bytes());
+        assert_ne!(tampered, s(sent, "x-better-auth-webhook-signature"));
+        // Another timestamp is another signature.
+        assert_ne!(
+            better_auth_plugin_header(secret, t + 1, body.as_bytes()),
+            s(sent, "x-better-auth-webhook-signature")
+        );
+
+        // The request carries exactly the headers the plugin sends.
+        let req = SignedRequest::better_auth_plugin(secret, s(sent, "x-better-auth-webhook-id"), t, body);
+        let mut headers: Vec<(String, String)> = req.headers.clone();
+        headers.sort();
+        let mut expected: Vec<(String, String)> =
+            sent.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
+        expected.sort();
+        assert_eq!(headers, expected);
+        assert_eq!(req.body, body.as_bytes());
+        // The delivery id is taken from the body, as the plugin's equals it.
+        let body_id = serde_json::from_str::<Value>(body).unwrap()["id"].as_str().unwrap().to_string();
+        assert_eq!(SignedRequest::better_auth_plugin_now(secret, body).header(BETTER_AUTH_WEBHOOK_ID), Some(&*body_id));
+    }
+
+    #[test]
+    fn webhook_ids_are_fresh_v4_uuids() {
+        let (a, b) = (new_webhook_id(), new_webhook_id());
+        assert_ne!(a, b);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        // A body without an id gets a fresh one.
+        assert_eq!(
+            SignedRequest::better_auth_plugin_now("secret", "{}").header(BETTER_AUTH_WEBHOOK_ID).unwrap().len(),
+            36
+        );
+    }
+
+    #[test]
     fn invalid_svix_secret_is_an_error_without_the_secret() {
         for bad in ["whsec_not*base64!", "whsec_", "sk_test_abc$"] {
             let err = svix_signature(bad, "msg_1", 1, b"{}").unwrap_err();
@@ -362,6 +489,9 @@ mod tests {
         assert!(!format!("{req:?}").contains("a-shared-secret"));
         let bare = SignedRequest::auth0_bare("a-shared-secret-0123", "{}");
         assert_eq!(bare.header("authorization"), Some("a-shared-secret-0123"));
+        let basic = SignedRequest::auth0_basic("auth0", "a-shared-secret-0123", "{}");
+        assert_eq!(basic.header("authorization"), Some("Basic YXV0aDA6YS1zaGFyZWQtc2VjcmV0LTAxMjM="));
+        assert!(!format!("{basic:?}").contains("YXV0aDA6"));
         let map = req.header_map();
         assert_eq!(map.get("authorization").unwrap(), "Bearer a-shared-secret-0123");
         assert_eq!(map.get("content-type").unwrap(), "application/json");
@@ -377,10 +507,13 @@ mod tests {
         assert!((unix_now() - ts).abs() < 5);
         assert_eq!(clerk.header("svix-signature").unwrap(), svix_signature(secret, id, ts, b"{}").unwrap());
         assert!(SignedRequest::for_provider(Provider::Auth0, "x", "{}").unwrap().header("authorization").is_some());
-        assert!(SignedRequest::for_provider(Provider::BetterAuth, "x", "{}")
-            .unwrap()
-            .header(BETTER_AUTH_SIGNATURE)
-            .is_some());
+        let better_auth = SignedRequest::for_provider(Provider::BetterAuth, "x", r#"{"id":"evt-1"}"#).unwrap();
+        assert_eq!(better_auth.header(BETTER_AUTH_WEBHOOK_ID), Some("evt-1"));
+        let signature = better_auth.header(BETTER_AUTH_WEBHOOK_SIGNATURE).unwrap();
+        let t: i64 = signature.strip_prefix("t=").unwrap().split(',').next().unwrap().parse().unwrap();
+        assert!((unix_now() - t).abs() < 5);
+        assert_eq!(signature, better_auth_plugin_header("x", t, br#"{"id":"evt-1"}"#));
+        assert!(better_auth.header(BETTER_AUTH_SIGNATURE).is_none());
         assert_eq!(
             SignedRequest::for_provider(Provider::Unspecified, "x", "{}"),
             Err(SigningError::UnspecifiedProvider)

@@ -224,6 +224,8 @@ fn auth0_event(kind: TestEventKind, user_id: &str, handle: &str, email: &str, cr
     })
 }
 
+/// What Better Auth's official webhooks plugin posts: `{id, type, timestamp, data}`, `data`
+/// being the user row as `JSON.stringify` emits it.
 fn better_auth_event(
     kind: TestEventKind,
     user_id: &str,
@@ -233,8 +235,10 @@ fn better_auth_event(
     now_ms: i64,
 ) -> Value {
     json!({
-        "event": kind.event_type(),
-        "user": {
+        "id": crate::signing::new_webhook_id(),
+        "type": kind.event_type(),
+        "timestamp": iso(now_ms),
+        "data": {
             "id": user_id,
             "name": if kind == TestEventKind::Updated { "Test User (updated)" } else { "Test User" },
             "email": email,
@@ -246,6 +250,18 @@ fn better_auth_event(
             "displayUsername": handle
         }
     })
+}
+
+impl TestEvent {
+    /// A Better Auth event as a `databaseHooks` snippet posts it instead of the plugin:
+    /// the CapyDB envelope `{"event", "user"}`. `None` for other providers.
+    pub fn better_auth_envelope(&self) -> Option<TestEvent> {
+        if self.provider != Provider::BetterAuth {
+            return None;
+        }
+        let event = json!({ "event": self.kind.event_type(), "user": self.event["data"] });
+        Some(TestEvent { event, ..self.clone() })
+    }
 }
 
 /// The answer of the webhook receiver.
@@ -370,16 +386,24 @@ mod tests {
     }
 
     #[test]
-    fn better_auth_envelope_shape() {
+    fn better_auth_plugin_and_envelope_shapes() {
         let ev = test_event_at(Provider::BetterAuth, TestEventKind::Created, None, NOW).unwrap();
         assert_eq!(ev.user_id.len(), 32);
         assert!(ev.user_id.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(ev.event["event"], "user.created");
-        assert_eq!(ev.event["user"]["id"], ev.user_id.as_str());
-        assert_eq!(ev.event["user"]["createdAt"], "2024-05-29T16:26:40.123Z");
+        assert_eq!(ev.event["type"], "user.created");
+        assert_eq!(ev.event["timestamp"], "2024-05-29T16:26:40.123Z");
+        assert_eq!(ev.event["id"].as_str().unwrap().len(), 36);
+        assert_eq!(ev.event["data"]["id"], ev.user_id.as_str());
+        assert_eq!(ev.event["data"]["createdAt"], "2024-05-29T16:26:40.123Z");
         let body = ev.body();
         let back: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(back, ev.event);
+
+        let envelope = ev.better_auth_envelope().unwrap();
+        assert_eq!(envelope.event, json!({"event": "user.created", "user": ev.event["data"]}));
+        assert_eq!(envelope.user_id, ev.user_id);
+        let clerk = test_event_at(Provider::Clerk, TestEventKind::Created, None, NOW).unwrap();
+        assert!(clerk.better_auth_envelope().is_none());
     }
 
     #[test]

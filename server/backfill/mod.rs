@@ -65,7 +65,7 @@ impl Backfills {
         let (job, created) = self
             .ctx
             .store
-            .create_or_get_active_job(&integration.id, &integration.project_id, &integration.provider)
+            .create_or_get_active_job(&integration.id, &integration.project_id, integration.provider.name())
             .await?;
         self.spawn(job.id.clone());
         Ok((job, created))

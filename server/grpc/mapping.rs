@@ -11,24 +11,18 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-/// `PROVIDER_UNSPECIFIED` → None; unknown numbers → Err(the number).
+/// `PROVIDER_UNSPECIFIED` → None; numbers that name no provider → Err(the number).
 pub fn provider_from_proto(value: i32) -> Result<Option<ProviderKind>, i32> {
     match pb::Provider::try_from(value) {
         Ok(pb::Provider::Unspecified) => Ok(None),
-        Ok(pb::Provider::Clerk) => Ok(Some(ProviderKind::Clerk)),
-        Ok(pb::Provider::Auth0) => Ok(Some(ProviderKind::Auth0)),
-        Ok(pb::Provider::BetterAuth) => Ok(Some(ProviderKind::BetterAuth)),
+        // Every other value names a provider of the registry (checked by a providers test).
+        Ok(named) => ProviderKind::from_proto(named).map(Some).ok_or(value),
         Err(_) => Err(value),
     }
 }
 
-pub fn provider_to_proto(name: &str) -> pb::Provider {
-    match ProviderKind::from_name(name) {
-        Some(ProviderKind::Clerk) => pb::Provider::Clerk,
-        Some(ProviderKind::Auth0) => pb::Provider::Auth0,
-        Some(ProviderKind::BetterAuth) => pb::Provider::BetterAuth,
-        None => pb::Provider::Unspecified,
-    }
+pub fn provider_to_proto(provider: ProviderKind) -> pb::Provider {
+    provider.proto()
 }
 
 pub fn job_state(s: JobState) -> pb::BackfillState {
@@ -42,7 +36,7 @@ pub fn job_state(s: JobState) -> pb::BackfillState {
 }
 
 pub fn mode(row: &IntegrationRow) -> pb::SyncMode {
-    let webhook_only = ProviderKind::from_name(&row.provider).map(|p| !p.supports_backfill()).unwrap_or(false);
+    let webhook_only = !row.provider.supports_backfill();
     if row.webhook_secret_enc.is_some() || webhook_only {
         pb::SyncMode::Live
     } else {
@@ -62,16 +56,15 @@ pub fn integration_state(active: Option<&JobRow>, last: Option<&JobRow>) -> pb::
 }
 
 pub fn integration(row: &IntegrationRow, state: pb::IntegrationState, public_base_url: &str) -> pb::Integration {
-    let provider = ProviderKind::from_name(&row.provider);
-    let has_credentials = match provider {
-        Some(ProviderKind::Clerk) => row.secret_key_enc.is_some(),
-        _ => row.webhook_secret_enc.is_some(),
-    };
-    let segment = provider.map(ProviderKind::path_segment).unwrap_or("unknown");
+    // A provider with an API to backfill from is credentialed by its secret key; a
+    // webhook-only provider by its webhook secret.
+    let has_credentials =
+        if row.provider.supports_backfill() { row.secret_key_enc.is_some() } else { row.webhook_secret_enc.is_some() };
+    let segment = row.provider.path_segment();
     pb::Integration {
         id: row.id.clone(),
         project_id: row.project_id.clone(),
-        provider: provider_to_proto(&row.provider) as i32,
+        provider: provider_to_proto(row.provider) as i32,
         state: state as i32,
         has_credentials,
         has_webhook_secret: row.webhook_secret_enc.is_some(),
@@ -97,7 +90,9 @@ pub fn job(j: &JobRow) -> pb::BackfillJob {
         started_at: j.started_at.map(timestamp),
         finished_at: j.finished_at.map(timestamp),
         error: j.error.clone().unwrap_or_default(),
-        provider: provider_to_proto(&j.provider) as i32,
+        // Job rows keep the stored name (store::jobs); a name this build does not know is shown
+        // as unspecified.
+        provider: ProviderKind::from_name(&j.provider).map_or(pb::Provider::Unspecified, provider_to_proto) as i32,
         users_expected: j.users_expected,
         created_at: Some(timestamp(j.created_at)),
         updated_at: Some(timestamp(j.updated_at)),

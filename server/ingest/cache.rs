@@ -44,10 +44,7 @@ pub struct CachedIntegration {
 
 impl CachedIntegration {
     fn decrypt(row: IntegrationRow, keyring: &Keyring) -> Option<Self> {
-        let Some(provider) = ProviderKind::from_name(&row.provider) else {
-            tracing::error!(integration_id = %row.id, "stored integration has an unknown provider");
-            return None;
-        };
+        let provider = row.provider;
         let secrets = row.webhook_secret(keyring).and_then(|w| row.database_url(keyring).map(|u| (w, u)));
         match secrets {
             Ok((webhook_secret, database_url)) => {
@@ -121,7 +118,7 @@ impl IntegrationCache {
             }
         }
         metrics::counter!("capydb_auth_sync_integration_cache_total", "result" => "miss").increment(1);
-        let row = self.store.get_integration(project_id, provider.name()).await?;
+        let row = self.store.get_integration(project_id, provider).await?;
         let found = row.and_then(|r| CachedIntegration::decrypt(r, &self.keyring)).map(Arc::new);
         let mut state = self.state.write().expect("cache lock poisoned");
         match &found {
@@ -207,8 +204,7 @@ impl IntegrationCache {
         };
         let mut entries = HashMap::with_capacity(rows.len());
         for row in rows {
-            let Some(provider) = ProviderKind::from_name(&row.provider) else { continue };
-            let key = (row.project_id.clone(), provider);
+            let key = (row.project_id.clone(), row.provider);
             let entry = match old.get(&key) {
                 Some(e) if same_row(&e.row, &row) => Some(e.clone()),
                 _ => CachedIntegration::decrypt(row, &self.keyring).map(Arc::new),

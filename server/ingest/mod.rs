@@ -81,6 +81,8 @@ pub struct IngestOutcome {
     /// The provider's id for the delivery, when it has one.
     pub delivery_id: Option<String>,
     pub event_type: String,
+    /// Records of the delivery skipped as unusable (Auth0 Log Streams); the rest applied.
+    pub skipped: usize,
     /// A dry run: verified, parsed and applied in a transaction that was rolled back.
     pub dry_run: bool,
 }
@@ -199,6 +201,13 @@ impl IngestService {
                 if let Some(outcome) = outcome {
                     self.counters.count(id, outcome, None);
                 }
+                for _ in 0..o.skipped {
+                    self.counters.count(
+                        id,
+                        WebhookOutcome::Malformed,
+                        Some("a log record without a usable user_id or date was skipped".into()),
+                    );
+                }
             }
             // Unauthenticated: counted, but never allowed to write `last_error`.
             Err(IngestError::Unauthorized(_)) => self.counters.count(id, WebhookOutcome::Rejected, None),
@@ -232,6 +241,7 @@ impl IngestService {
             disposition,
             delivery_id: delivery_id.clone(),
             event_type: delivery.event_type.clone(),
+            skipped: delivery.skipped,
             dry_run: req.dry_run,
         };
         if delivery.unhandled || delivery.changes.is_empty() {

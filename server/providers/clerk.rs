@@ -8,10 +8,60 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use http::HeaderMap;
+
 use super::fields::{optional_epoch_ms, optional_string};
 use super::timestamps::{clerk_envelope_timestamp, json_integer};
-use super::{Delivery, ParseError};
+use super::{svix, Delivery, ParseError, Provider, VerifyError};
+use crate::pb;
 use crate::users::{UserChange, UserDeletion, UserRecord};
+
+/// Clerk (SPEC §1): webhooks signed by Svix (see [`svix`]), and a Backend API the service
+/// backfills from (`backfill/`).
+pub struct Clerk;
+
+impl Provider for Clerk {
+    fn name(&self) -> &'static str {
+        "clerk"
+    }
+
+    fn path_segment(&self) -> &'static str {
+        "clerk"
+    }
+
+    fn proto(&self) -> pb::Provider {
+        pb::Provider::Clerk
+    }
+
+    fn supports_backfill(&self) -> bool {
+        true
+    }
+
+    /// `whsec_` followed by non-empty standard base64 (the Svix key).
+    fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
+        let key = secret.strip_prefix(svix::SECRET_PREFIX).map(|b| BASE64.decode(b));
+        match key {
+            Some(Ok(key)) if !key.is_empty() => Ok(()),
+            _ => Err("a Clerk webhook signing secret is whsec_ followed by base64".into()),
+        }
+    }
+
+    fn verify(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, VerifyError> {
+        svix::verify(secret, headers, body, now).map(Some)
+    }
+
+    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        parse_event(body, received_at)
+    }
+}
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_UPDATED: &str = "user.updated";
@@ -44,8 +94,8 @@ pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, 
         _ => None,
     };
     Ok(match change {
-        Some(change) => Delivery { event_type, changes: vec![change], unhandled: false },
-        None => Delivery { event_type, changes: Vec::new(), unhandled: true },
+        Some(change) => Delivery::handled(event_type, vec![change]),
+        None => Delivery::unhandled(event_type),
     })
 }
 

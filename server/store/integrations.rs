@@ -3,13 +3,15 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{ControlStore, StoreError};
+use crate::providers::ProviderKind;
 
 /// An integration as stored. Secret fields hold ciphertexts (see `crypto`), never plaintext.
 #[derive(Clone)]
 pub struct IntegrationRow {
     pub id: String,
     pub project_id: String,
-    pub provider: String,
+    /// Parsed once here, from the stored control-plane name; typed from here on.
+    pub provider: ProviderKind,
     pub database_url_enc: String,
     pub secret_key_enc: Option<String>,
     pub webhook_secret_enc: Option<String>,
@@ -33,11 +35,16 @@ const COLUMNS: &str = "id, project_id, provider, database_url_enc, secret_key_en
      secret_key_hint, database_target, created_at, updated_at";
 
 impl IntegrationRow {
-    fn from_row(r: &Row) -> Self {
-        IntegrationRow {
+    /// The stored provider name is checked by the table (`CHECK provider IN (…)`); a name
+    /// this build does not know is reported, never guessed.
+    fn from_row(r: &Row) -> Result<Self, StoreError> {
+        let name: String = r.get(2);
+        let provider = ProviderKind::from_name(&name)
+            .ok_or_else(|| StoreError::Query(format!("unknown provider {name:?} in the integrations table")))?;
+        Ok(IntegrationRow {
             id: r.get(0),
             project_id: r.get(1),
-            provider: r.get(2),
+            provider,
             database_url_enc: r.get(3),
             secret_key_enc: r.get(4),
             webhook_secret_enc: r.get(5),
@@ -45,7 +52,7 @@ impl IntegrationRow {
             database_target: r.get(7),
             created_at: r.get(8),
             updated_at: r.get(9),
-        }
+        })
     }
 }
 
@@ -53,18 +60,18 @@ impl ControlStore {
     pub async fn get_integration(
         &self,
         project_id: &str,
-        provider: &str,
+        provider: ProviderKind,
     ) -> Result<Option<IntegrationRow>, StoreError> {
         let c = self.client().await?;
         let sql =
             format!("SELECT {COLUMNS} FROM capydb_auth_sync.integrations WHERE project_id = $1 AND provider = $2");
-        Ok(c.query_opt(&sql, &[&project_id, &provider]).await?.map(|r| IntegrationRow::from_row(&r)))
+        c.query_opt(&sql, &[&project_id, &provider.name()]).await?.map(|r| IntegrationRow::from_row(&r)).transpose()
     }
 
     pub async fn get_integration_by_id(&self, id: &str) -> Result<Option<IntegrationRow>, StoreError> {
         let c = self.client().await?;
         let sql = format!("SELECT {COLUMNS} FROM capydb_auth_sync.integrations WHERE id = $1");
-        Ok(c.query_opt(&sql, &[&id]).await?.map(|r| IntegrationRow::from_row(&r)))
+        c.query_opt(&sql, &[&id]).await?.map(|r| IntegrationRow::from_row(&r)).transpose()
     }
 
     /// Every integration, or those of one project, ordered by project then provider.
@@ -74,7 +81,7 @@ impl ControlStore {
             "SELECT {COLUMNS} FROM capydb_auth_sync.integrations WHERE ($1::text IS NULL OR project_id = $1) \
              ORDER BY project_id, provider"
         );
-        Ok(c.query(&sql, &[&project_id]).await?.iter().map(IntegrationRow::from_row).collect())
+        c.query(&sql, &[&project_id]).await?.iter().map(IntegrationRow::from_row).collect()
     }
 
     /// Inserts or replaces the row of (project_id, provider); `created_at` and `id` survive
@@ -96,7 +103,7 @@ impl ControlStore {
                 &[
                     &row.id,
                     &row.project_id,
-                    &row.provider,
+                    &row.provider.name(),
                     &row.database_url_enc,
                     &row.secret_key_enc,
                     &row.webhook_secret_enc,
@@ -105,7 +112,7 @@ impl ControlStore {
                 ],
             )
             .await?;
-        let saved = IntegrationRow::from_row(&r);
+        let saved = IntegrationRow::from_row(&r)?;
         c.execute(
             "INSERT INTO capydb_auth_sync.webhook_stats (integration_id) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&saved.id],
@@ -129,7 +136,8 @@ impl ControlStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let sql = format!("SELECT {COLUMNS} FROM capydb_auth_sync.integrations ORDER BY id FOR UPDATE");
-        let rows: Vec<IntegrationRow> = tx.query(&sql, &[]).await?.iter().map(IntegrationRow::from_row).collect();
+        let rows: Vec<IntegrationRow> =
+            tx.query(&sql, &[]).await?.iter().map(IntegrationRow::from_row).collect::<Result<_, _>>()?;
         for row in &rows {
             let (db, sk, wh) = reencrypt(row).map_err(StoreError::Query)?;
             tx.execute(
@@ -152,7 +160,7 @@ pub mod fields {
 
 impl IntegrationRow {
     pub fn secret_context<'a>(&'a self, field: &'a str) -> crate::crypto::SecretContext<'a> {
-        crate::crypto::SecretContext { project_id: &self.project_id, provider: &self.provider, field }
+        crate::crypto::SecretContext { project_id: &self.project_id, provider: self.provider.name(), field }
     }
 
     pub fn database_url(

@@ -33,6 +33,10 @@ pub async fn deliver(
                 Disposition::IgnoredUnhandled => serde_json::json!({"status": "ignored", "reason": "unhandled_event"}),
                 Disposition::Queued => serde_json::json!({"status": "queued"}),
             };
+            // Log Stream records skipped as unusable; the rest of the batch was applied.
+            if outcome.skipped > 0 {
+                body["skipped"] = outcome.skipped.into();
+            }
             if outcome.dry_run {
                 body["dry_run"] = true.into();
             }

@@ -605,3 +605,397 @@ async fn bad_better_auth_deliveries_get_their_status_and_write_nothing() {
     assert_eq!(app.send(&url, &good).await, applied());
     assert_no_leaks(&app, &[&secret, &wrong, &a0_secret]).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Auth0: Basic auth, and Log Streams record by record
+
+#[tokio::test]
+async fn auth0_basic_auth_checks_the_password_against_the_secret() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0basic");
+    configure(&app, "a0basic", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0basic");
+    let body = fixture("auth0/event-stream.user.created.docs-test-delivery.json");
+
+    // The user name is not checked; the password is the secret.
+    assert_eq!(app.send(&url, &SignedRequest::auth0_basic("auth0-events", &secret, body.clone())).await, applied());
+    assert_eq!(app.send(&url, &SignedRequest::auth0_basic("", &secret, body.clone())).await, ignored("duplicate"));
+    let wrong = new_secret("a0basic");
+    for (what, req) in [
+        ("wrong password", SignedRequest::auth0_basic("auth0-events", &wrong, body.clone())),
+        ("secret as the user name", SignedRequest::auth0_basic(&secret, "password", body.clone())),
+        ("password with a suffix", SignedRequest::auth0_basic("u", &format!("{secret}x"), body.clone())),
+    ] {
+        let (status, answer) = app.send(&url, &req).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    let w = stats(&app, "a0basic", Provider::Auth0).await;
+    assert_eq!(counts(&w), (1, 0, 1, 0, 3, 0));
+    assert_no_leaks(&app, &[&secret, &wrong]).await;
+}
+
+fn iso_ms(t: i64) -> String {
+    ms(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[tokio::test]
+async fn auth0_log_stream_batch_of_50_with_two_unusable_records_applies_48_and_reports_2_skipped() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("a0skip");
+    configure(&app, "a0skip", Provider::Auth0, &secret).await;
+    let url = app.webhook_url("auth0", "a0skip");
+    let db = app.project().await;
+    const T0: i64 = 1_764_590_400_000;
+
+    let id = |i: usize| format!("auth0|batch{i:02}");
+    let mut records: Vec<Value> = (0..24)
+        .map(|i| {
+            json!({"log_id": format!("ss{i}"), "data": {"type": "ss", "date": iso_ms(T0), "user_id": id(i),
+                                                            "user_name": format!("b{i}@example.com")}})
+        })
+        .collect();
+    records.extend((0..24).map(|i| {
+        json!({"log_id": format!("s{i}"), "data": {"type": "s", "date": iso_ms(T0 + 1000 * i as i64), "user_id": id(i)}})
+    }));
+    // A login without a user id, and a deletion with an unreadable date: both unusable.
+    records.insert(10, json!({"log_id": "bad1", "data": {"type": "s", "date": iso_ms(T0)}}));
+    records.insert(40, json!({"log_id": "bad2", "data": {"type": "sdu", "user_id": id(0), "date": "not a date"}}));
+    assert_eq!(records.len(), 50);
+
+    let (status, answer) = app.send(&url, &SignedRequest::auth0_bare(&secret, json!(records).to_string())).await;
+    assert_eq!((status, answer), (200, json!({"status": "applied", "skipped": 2})));
+    let table = users_table(&db).await;
+    assert_eq!(table.len(), 24);
+    for i in 0..24 {
+        let row = &table[&id(i)];
+        assert_eq!(row.email, Some(format!("b{i}@example.com")));
+        assert_eq!(row.last_sign_in_at, Some(ms(T0 + 1000 * i as i64)), "{}", id(i));
+        assert_eq!(row.deleted_at, None, "the unusable deletion did nothing");
+    }
+
+    // The same records as JSON lines: nothing new, the same two skipped.
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let (status, answer) = app.send(&url, &SignedRequest::auth0(&secret, lines)).await;
+    assert_eq!((status, answer), (200, json!({"status": "ignored", "reason": "stale", "skipped": 2})));
+    assert_eq!(users_table(&db).await, table);
+
+    // A body with no log record in it at all is not a log batch.
+    let (status, answer) =
+        app.send(&url, &SignedRequest::auth0(&secret, json!([{"log_id": "x"}, 3]).to_string())).await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Better Auth: the official webhooks plugin
+
+/// A plugin delivery body `{id, type, timestamp, data}` with a fresh id.
+fn plugin_body(event_type: &str, timestamp: i64, data: &Value) -> String {
+    json!({"id": uuid::Uuid::new_v4().to_string(), "type": event_type, "timestamp": iso_ms(timestamp), "data": data})
+        .to_string()
+}
+
+/// A Better Auth user row, version `v` (updated `v` seconds after creation).
+fn ba_user(id: &str, v: i64) -> Value {
+    json!({"id": id, "name": format!("User {id} v{v}"), "email": format!("{id}.v{v}@example.com"),
+           "emailVerified": true, "image": null, "createdAt": iso_ms(T_BA), "updatedAt": iso_ms(T_BA + 1000 * v)})
+}
+
+/// A session row of `user_id` created at `at` (token redacted by the plugin).
+fn ba_session(user_id: &str, at: i64) -> Value {
+    json!({"id": format!("sess_{at}"), "userId": user_id, "createdAt": iso_ms(at), "updatedAt": iso_ms(at),
+           "expiresAt": iso_ms(at + 7 * 86_400_000), "ipAddress": "203.0.113.9", "userAgent": "Mozilla/5.0"})
+}
+
+const T_BA: i64 = 1_764_590_400_000;
+
+#[tokio::test]
+async fn better_auth_plugin_events_land_or_are_ignored_as_the_spec_says() {
+    let app = TestApp::spawn().await;
+    let secret = new_secret("baplug");
+    configure(&app, "baplug", Provider::BetterAuth, &secret).await;
+    let url = app.webhook_url("better-auth", "baplug");
+    let db = app.project().await;
+    let send = |body: String| {
+        let req = SignedRequest::better_auth_plugin_now(&secret, body);
+        let (app, url) = (&app, url.clone());
+        async move { app.send(&url, &req).await }
+    };
+    let ada = "5rKxZkVqLf8JmPwY3sTnHd2GcA9bE7uQ";
+
+    // user.created: the row is data, with the SPEC §2 columns.
+    let v1 = ba_user(ada, 1);
+    assert_eq!(send(plugin_body("user.created", T_BA + 1000, &v1)).await, applied());
+    let created = UserRow {
+        email: v1["email"].as_str().map(str::to_owned),
+        first_name: v1["name"].as_str().map(str::to_owned),
+        last_name: None,
+        username: None,
+        image_url: None,
+        created_at: Some(ms(T_BA)),
+        updated_at: Some(ms(T_BA + 1000)),
+        last_sign_in_at: None,
+        deleted_at: None,
+        raw: Some(v1.clone()),
+    };
+    assert_eq!(users_table(&db).await[ada], created);
+
+    // user.updated: newer wins, older changes nothing.
+    let v3 = ba_user(ada, 3);
+    assert_eq!(send(plugin_body("user.updated", T_BA + 3000, &v3)).await, applied());
+    assert_eq!(send(plugin_body("user.updated", T_BA + 2000, &ba_user(ada, 2))).await, ignored("stale"));
+    let updated = UserRow {
+        email: v3["email"].as_str().map(str::to_owned),
+        first_name: v3["name"].as_str().map(str::to_owned),
+        updated_at: Some(ms(T_BA + 3000)),
+        raw: Some(v3.clone()),
+        ..created.clone()
+    };
+    assert_eq!(users_table(&db).await[ada], updated);
+
+    // session.created: a sign-in moves last_sign_in_at forward, never back...
+    assert_eq!(send(plugin_body("session.created", T_BA + 9000, &ba_session(ada, T_BA + 9000))).await, applied());
+    assert_eq!(
+        send(plugin_body("session.created", T_BA + 5000, &ba_session(ada, T_BA + 5000))).await,
+        ignored("stale")
+    );
+    let signed_in = UserRow { last_sign_in_at: Some(ms(T_BA + 9000)), ..updated.clone() };
+    assert_eq!(users_table(&db).await[ada], signed_in);
+    // ...and a session of a user the table does not know invents nobody.
+    assert_eq!(send(plugin_body("session.created", T_BA, &ba_session("stranger", T_BA))).await, ignored("stale"));
+    assert!(!users_table(&db).await.contains_key("stranger"));
+
+    // Session updates and deletions, and account events, are not used.
+    let account = json!({"id": "acc_1", "userId": ada, "providerId": "credential", "accountId": ada,
+                         "createdAt": iso_ms(T_BA), "updatedAt": iso_ms(T_BA)});
+    for (event_type, data) in [
+        ("session.updated", ba_session(ada, T_BA + 20_000)),
+        ("session.deleted", ba_session(ada, T_BA + 20_000)),
+        ("account.created", account.clone()),
+        ("account.updated", account.clone()),
+        ("account.deleted", account),
+    ] {
+        assert_eq!(
+            send(plugin_body(event_type, T_BA + 20_000, &data)).await,
+            ignored("unhandled_event"),
+            "{event_type}"
+        );
+    }
+    assert_eq!(users_table(&db).await[ada], signed_in);
+
+    // user.deleted: soft delete at the body's timestamp; the row keeps what it had.
+    let deleted_at = T_BA + 30_000;
+    assert_eq!(send(plugin_body("user.deleted", deleted_at, &v3)).await, applied());
+    let deleted = UserRow { deleted_at: Some(ms(deleted_at)), ..signed_in.clone() };
+    assert_eq!(users_table(&db).await[ada], deleted);
+    // A retry of the same delivery (same body and id, a fresh t) changes nothing.
+    let body = plugin_body("user.deleted", deleted_at + 5000, &v3);
+    assert_eq!(send(body.clone()).await, ignored("duplicate"));
+    assert_eq!(send(body).await, ignored("duplicate"));
+    assert_eq!(users_table(&db).await[ada], deleted);
+
+    // The databaseHooks envelope still works on the same integration.
+    let envelope = json!({"event": "user.created", "user": ba_user("hooks_user", 1)}).to_string();
+    assert_eq!(app.send(&url, &SignedRequest::better_auth(&secret, envelope)).await, applied());
+    assert_eq!(users_table(&db).await.len(), 2);
+
+    let w = stats(&app, "baplug", Provider::BetterAuth).await;
+    assert_eq!(counts(&w), (5, 3, 2, 5, 0, 0));
+    assert_no_leaks(&app, &[&secret]).await;
+}
+
+#[tokio::test]
+async fn better_auth_plugin_signatures_over_http() {
+    let app = TestApp::spawn().await;
+    let v = fixture_json("better-auth/better-auth-webhooks-plugin.vector.COMPUTED.json");
+    let (secret, body, tampered) =
+        (v["secret"].as_str().unwrap(), v["body"].as_str().unwrap(), v["tampered_body"].as_str().unwrap());
+    let id = v["headers"]["x-better-auth-webhook-id"].as_str().unwrap();
+    configure(&app, "basig", Provider::BetterAuth, secret).await;
+    let url = app.webhook_url("better-auth", "basig");
+    let db = app.project().await;
+
+    // The client's signer agrees with the vector computed by the plugin's own code...
+    let t = v["timestamp_seconds"].as_i64().unwrap();
+    let at_vector_time = SignedRequest::better_auth_plugin(secret, id, t, body);
+    assert_eq!(
+        at_vector_time.header("x-better-auth-webhook-signature"),
+        v["headers"]["x-better-auth-webhook-signature"].as_str()
+    );
+    // ...whose t is long past for this server's clock.
+    let (status, answer) = app.send(&url, &at_vector_time).await;
+    assert_eq!(status, 401, "{answer}");
+
+    let now = chrono::Utc::now().timestamp();
+    let good = SignedRequest::better_auth_plugin(secret, id, now, body);
+    let signature = good.header("x-better-auth-webhook-signature").unwrap().to_owned();
+    let v1 = signature.split_once(",v1=").unwrap().1.to_owned();
+    let mut tampered_req = good.clone();
+    tampered_req.body = tampered.as_bytes().to_vec();
+    let other = new_secret("basig");
+    let unauthorized = vec![
+        ("tampered body", tampered_req),
+        ("other secret", SignedRequest::better_auth_plugin(&other, id, now, body)),
+        ("stale t", SignedRequest::better_auth_plugin(secret, id, now - 400, body)),
+        ("future t", SignedRequest::better_auth_plugin(secret, id, now + 400, body)),
+        ("missing v1", with_header(&good, "x-better-auth-webhook-signature", Some(&format!("t={now}")))),
+        ("missing t", with_header(&good, "x-better-auth-webhook-signature", Some(&format!("v1={v1}")))),
+        ("t moved", with_header(&good, "x-better-auth-webhook-signature", Some(&format!("t={},v1={v1}", now - 1)))),
+        ("missing header", with_header(&good, "x-better-auth-webhook-signature", None)),
+        (
+            "another delivery id",
+            with_header(&good, "x-better-auth-webhook-id", Some("6ba7b810-9dad-11d1-80b4-00c04fd430c8")),
+        ),
+        ("envelope signature of a plugin body", SignedRequest::better_auth(&other, body)),
+    ];
+    for (what, req) in &unauthorized {
+        let (status, answer) = app.send(&url, req).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+        assert!(answer["error"].is_string(), "{what}: {answer}");
+    }
+    assert!(users_table(&db).await.is_empty(), "nothing was written");
+
+    assert_eq!(app.send(&url, &good).await, applied());
+    let row = users_table(&db).await["5rKxZkVqLf8JmPwY3sTnHd2GcA9bE7uQ"].clone();
+    assert_eq!(row.raw, Some(serde_json::from_str::<Value>(body).unwrap()["data"].clone()));
+    // Upper-case hex is accepted too.
+    let upper =
+        with_header(&good, "x-better-auth-webhook-signature", Some(&format!("t={now},v1={}", v1.to_uppercase())));
+    assert_eq!(app.send(&url, &upper).await, ignored("duplicate"));
+
+    let w = stats(&app, "basig", Provider::BetterAuth).await;
+    assert_eq!(counts(&w), (1, 0, 1, 0, 1 + unauthorized.len() as i64, 0));
+    assert_no_leaks(&app, &[secret, &other]).await;
+}
+
+/// What one Better Auth user's history ends as.
+#[derive(Debug)]
+struct PluginFinal {
+    last_object: Option<Value>,
+    tombstone_raw: Option<Value>,
+    deleted_at: Option<i64>,
+    signed_in_at: Option<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_better_auth_plugin_histories_delivered_shuffled_duplicated_and_retried_converge() {
+    use futures::StreamExt;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+
+    let app = TestApp::spawn().await;
+    let secret = new_secret("baprop");
+    configure(&app, "baprop", Provider::BetterAuth, &secret).await;
+    let db = app.project().await;
+    let url = app.webhook_url("better-auth", "baprop");
+    for seed in [11u64, 12, 13] {
+        db.batch_execute("TRUNCATE capydb_auth.users").await.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut user_events, mut sign_ins) = (Vec::new(), Vec::new());
+        let mut finals = std::collections::BTreeMap::new();
+        for u in 0..40i64 {
+            let id = format!("ba{seed}u{u:02}");
+            let versions = rng.gen_range(1..6);
+            let mut last = None;
+            for v in 1..=versions {
+                let row = ba_user(&id, v);
+                let kind = if v == 1 { "user.created" } else { "user.updated" };
+                user_events.push(plugin_body(kind, T_BA + 1000 * v, &row));
+                last = Some(row);
+            }
+            // Some users are deleted at the end; some only ever see a delete (of the row
+            // as it was, which is what the plugin sends).
+            let last = last.expect("at least one version");
+            let (deleted_at, only_delete) = match rng.gen_range(0..4) {
+                0 => (Some(T_BA + 500_000 + u), false),
+                1 if versions == 1 => {
+                    user_events.pop();
+                    (Some(T_BA + 600_000 + u), true)
+                }
+                _ => (None, false),
+            };
+            if let Some(t) = deleted_at {
+                user_events.push(plugin_body("user.deleted", t, &last));
+            }
+            // A few sign-ins each, delivered after the user events (a sign-in of a user
+            // the table does not know yet is dropped, by design).
+            let logins: Vec<i64> = (0..rng.gen_range(0..4)).map(|_| T_BA + rng.gen_range(0..100_000)).collect();
+            for &at in &logins {
+                sign_ins.push(plugin_body("session.created", at, &ba_session(&id, at)));
+            }
+            let want = PluginFinal {
+                last_object: (!only_delete).then(|| last.clone()),
+                tombstone_raw: only_delete.then_some(last),
+                deleted_at,
+                signed_in_at: logins.iter().max().copied(),
+            };
+            finals.insert(id, want);
+        }
+        for phase in [user_events, sign_ins] {
+            // Duplicate a third of them (a retry re-signs the same body with a fresh t),
+            // shuffle, deliver 24 at a time.
+            let mut deliveries = phase;
+            let dups: Vec<String> = deliveries.iter().filter(|_| rng.gen_bool(0.33)).cloned().collect();
+            deliveries.extend(dups);
+            deliveries.shuffle(&mut rng);
+            let signed: Vec<SignedRequest> =
+                deliveries.into_iter().map(|b| SignedRequest::better_auth_plugin_now(&secret, b)).collect();
+            let results: Vec<(u16, Value)> =
+                futures::stream::iter(signed.iter().map(|s| app.send(&url, s))).buffer_unordered(24).collect().await;
+            assert!(results.iter().all(|(s, _)| *s == 200), "every delivery answered 200: {results:?}");
+        }
+
+        let table = users_table(&db).await;
+        assert_eq!(table.len(), finals.len(), "seed {seed}");
+        for (id, want) in &finals {
+            let row = &table[id];
+            assert_eq!(row.deleted_at, want.deleted_at.map(ms), "seed {seed} {id} deleted_at");
+            assert_eq!(row.last_sign_in_at, want.signed_in_at.map(ms), "seed {seed} {id} last_sign_in_at");
+            match &want.last_object {
+                Some(obj) => {
+                    assert_eq!(row.raw.as_ref(), Some(obj), "seed {seed} {id} raw is the newest row");
+                    assert_eq!(row.email.as_deref(), obj["email"].as_str(), "seed {seed} {id}");
+                    assert_eq!(row.updated_at, obj["updatedAt"].as_str().map(utc), "seed {seed} {id}");
+                }
+                None => {
+                    assert_eq!(row.raw, want.tombstone_raw, "seed {seed} {id} tombstone");
+                    assert_eq!((row.email.as_deref(), row.updated_at), (None, None), "seed {seed} {id} tombstone");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn send_test_webhook_events_for_better_auth_use_the_plugin_by_default_and_pass() {
+    use capydb_auth_sync_client::webhook::{post_signed, test_event, TestEventKind};
+    let app = TestApp::spawn().await;
+    let secret = new_secret("basend");
+    let integration = configure(&app, "basend", Provider::BetterAuth, &secret).await;
+    assert!(integration.webhook_receiver.ends_with("/api/capydb/v1/integrations/better-auth/webhook/basend"));
+    let url = app.webhook_url("better-auth", "basend");
+    let db = app.project().await;
+    let timeout = std::time::Duration::from_secs(10);
+
+    // What `send-test-webhook --provider better_auth` sends: the plugin's body and signature.
+    let user_id = test_event(Provider::BetterAuth, TestEventKind::Created, None).unwrap().user_id;
+    for kind in [TestEventKind::Created, TestEventKind::Updated, TestEventKind::Deleted] {
+        let event = test_event(Provider::BetterAuth, kind, Some(&user_id)).unwrap();
+        let req = SignedRequest::for_provider(Provider::BetterAuth, &secret, event.body()).unwrap();
+        assert!(req.header("x-better-auth-webhook-signature").unwrap().starts_with("t="), "{req:?}");
+        assert_eq!(req.header("x-better-auth-webhook-id"), event.event["id"].as_str());
+        assert!(req.header("x-better-auth-signature").is_none());
+        let resp = post_signed(&url, &req, timeout).await.expect("posted");
+        assert_eq!((resp.status, resp.json()), (200, Some(json!({"status": "applied"}))), "{kind}");
+    }
+    let row = users_table(&db).await[&user_id].clone();
+    assert!(row.deleted_at.is_some() && row.email.is_some(), "{row:?}");
+
+    // `--better-auth-sender database-hooks`: the envelope, signed the databaseHooks way.
+    let event = test_event(Provider::BetterAuth, TestEventKind::Created, None).unwrap();
+    let envelope = event.better_auth_envelope().unwrap();
+    let resp = post_signed(&url, &SignedRequest::better_auth(&secret, envelope.body()), timeout).await.unwrap();
+    assert_eq!((resp.status, resp.json()), (200, Some(json!({"status": "applied"}))));
+    assert!(users_table(&db).await.contains_key(&envelope.user_id));
+    assert_no_leaks(&app, &[&secret]).await;
+}

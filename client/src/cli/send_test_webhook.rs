@@ -4,8 +4,9 @@
 
 use std::process::ExitCode;
 
+use capydb_auth_sync_client::signing::BetterAuthSender;
 use capydb_auth_sync_client::webhook::{post_signed, test_event, webhook_url, TestEventKind, DEFAULT_WEBHOOK_BASE};
-use capydb_auth_sync_client::{provider_name, ProviderArg, SignedRequest};
+use capydb_auth_sync_client::{provider_name, Provider, ProviderArg, SignedRequest};
 
 use super::{out, CliError, Ctx};
 
@@ -33,6 +34,11 @@ pub struct Args {
     /// User id the event is about (default: a fresh test id, e.g. user_test_…).
     #[arg(long, value_name = "ID")]
     user_id: Option<String>,
+
+    /// Better Auth only: sign and shape the event like the official webhooks plugin, or like
+    /// a databaseHooks snippet (the CapyDB envelope).
+    #[arg(long, value_enum, default_value_t = BetterAuthSender::Plugin, value_name = "SENDER")]
+    better_auth_sender: BetterAuthSender,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
@@ -44,7 +50,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
     };
     let event = test_event(provider, args.event, args.user_id.as_deref())
         .ok_or_else(|| CliError::Message("a provider is required".into()))?;
-    let request = SignedRequest::for_provider(provider, &args.secret, event.body())?;
+    let (event, request) = match (provider, args.better_auth_sender, event.better_auth_envelope()) {
+        (Provider::BetterAuth, BetterAuthSender::DatabaseHooks, Some(envelope)) => {
+            let request = SignedRequest::better_auth(&args.secret, envelope.body());
+            (envelope, request)
+        }
+        _ => {
+            let request = SignedRequest::for_provider(provider, &args.secret, event.body())?;
+            (event, request)
+        }
+    };
     out(&format!("POST {url}\n{} {} for user {}", provider_name(provider), event.kind, event.user_id));
     let resp = post_signed(&url, &request, ctx.timeout).await?;
     let mut status_line = format!("HTTP {}", resp.status);

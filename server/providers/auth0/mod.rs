@@ -1,5 +1,5 @@
-//! Auth0 webhooks (SPEC §4 "Auth0"): authentication by a shared secret in `Authorization`,
-//! and three body shapes turned into provider-neutral [`UserChange`]s.
+//! Auth0 webhooks (SPEC §4 "Auth0"): authentication by a shared secret in `Authorization`
+//! (bare, Bearer or Basic), and three body shapes turned into provider-neutral [`UserChange`]s.
 //!
 //! - **Event Streams** CloudEvent `{specversion, type, id, time, data: {object: profile}}`:
 //!   `user.created` / `user.updated` upsert the profile, `user.deleted` soft-deletes it at the
@@ -10,7 +10,8 @@
 //! - **Log Stream** batch (Custom Webhook): a JSON array, JSON lines, or one record, each
 //!   `{log_id, data: {type, date, user_id, …}}`. `sdu` soft-deletes `user_id` at `date`; `ss`
 //!   (signup) inserts the user if absent; `s` (login) moves `last_sign_in_at` forward. Other
-//!   codes are ignored; a batch with nothing usable is unhandled.
+//!   codes are ignored; a batch with nothing usable is unhandled. A record that cannot be
+//!   used is skipped and counted, never refuses the batch (see `log_batch`).
 //!
 //! `raw` is always what the provider sent (the profile, or a log record's `data`), moved out
 //! of the parsed body, never rebuilt.
@@ -22,8 +23,49 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::fields::{optional_string, optional_time};
 use super::timestamps::from_json;
-use super::{Delivery, ParseError, VerifyError};
+use super::{check_shared_secret, Delivery, ParseError, Provider, VerifyError};
+use crate::pb;
 use crate::users::{UserChange, UserDeletion, UserRecord, UserSighting};
+
+/// Auth0 (SPEC §1): webhook-only, authenticated by a shared secret in `Authorization`.
+pub struct Auth0;
+
+impl Provider for Auth0 {
+    fn name(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn path_segment(&self) -> &'static str {
+        "auth0"
+    }
+
+    fn proto(&self) -> pb::Provider {
+        pb::Provider::Auth0
+    }
+
+    fn supports_backfill(&self) -> bool {
+        false
+    }
+
+    fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
+        check_shared_secret(secret)
+    }
+
+    /// No delivery id: neither Log Streams nor Event Streams put one in a header.
+    fn verify(
+        &self,
+        secret: &str,
+        headers: &HeaderMap,
+        _body: &[u8],
+        _now: DateTime<Utc>,
+    ) -> Result<Option<String>, VerifyError> {
+        verify(secret, headers).map(|()| None)
+    }
+
+    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        parse(body, received_at)
+    }
+}
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_UPDATED: &str = "user.updated";
@@ -44,40 +86,54 @@ pub const LOG_STREAM: &str = "log_stream";
 const MAX_CODES_NAMED: usize = 8;
 
 /// Verifies the `Authorization` header: the configured secret, either bare (Log Streams
-/// "Authorization Token") or as `Bearer <secret>` (Event Streams bearer auth; the scheme is
-/// case-insensitive). Both forms are compared on SHA-256 digests in constant time, so neither
-/// the secret's content nor its length leaks through timing.
+/// "Authorization Token"), as `Bearer <secret>` (Event Streams bearer auth), or as HTTP
+/// Basic (Event Streams basic auth: the password of `Basic base64(user:password)` is the
+/// secret; the user name is not checked). Schemes are case-insensitive. Every form is
+/// compared on SHA-256 digests in constant time, all of them on every request, so neither
+/// the secret's content nor its length nor the form that matched leaks through timing.
 ///
 /// Errors: [`VerifyError::BadSecret`] for an empty secret, [`VerifyError::MissingHeader`]
-/// `"authorization"`, [`VerifyError::NoMatchingSignature`] when neither form matches.
+/// `"authorization"`, [`VerifyError::NoMatchingSignature`] when no form matches.
 pub fn verify(secret: &str, headers: &HeaderMap) -> Result<(), VerifyError> {
     if secret.is_empty() {
         return Err(VerifyError::BadSecret);
     }
     let value = headers.get(http::header::AUTHORIZATION).ok_or(VerifyError::MissingHeader("authorization"))?.as_bytes();
     let expected = Sha256::digest(secret.as_bytes());
-    let bare = Sha256::digest(value).ct_eq(&expected);
-    let bearer = match bearer_token(value) {
-        Some(token) => Sha256::digest(token).ct_eq(&expected),
+    let matches = |candidate: Option<&[u8]>| match candidate {
+        Some(candidate) => Sha256::digest(candidate).ct_eq(&expected),
         None => Choice::from(0),
     };
-    if bool::from(bare | bearer) {
+    let bare = matches(Some(value));
+    let bearer = matches(scheme_credentials(value, b"bearer"));
+    let basic = matches(basic_password(value).as_deref());
+    if bool::from(bare | bearer | basic) {
         Ok(())
     } else {
         Err(VerifyError::NoMatchingSignature)
     }
 }
 
-/// The token of a `Bearer <token>` header value (scheme case-insensitive, one or more spaces
-/// or tabs after it); `None` for any other value.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    const SCHEME: &[u8] = b"bearer";
-    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
-    if !scheme.eq_ignore_ascii_case(SCHEME) || !rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+/// The credentials of a `<scheme> <credentials>` header value (scheme case-insensitive,
+/// one or more spaces or tabs after it); `None` for any other value.
+fn scheme_credentials<'a>(value: &'a [u8], scheme: &[u8]) -> Option<&'a [u8]> {
+    let (name, rest) = value.split_at_checked(scheme.len())?;
+    if !name.eq_ignore_ascii_case(scheme) || !rest.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
         return None;
     }
     let start = rest.iter().position(|b| !matches!(b, b' ' | b'\t'))?;
     Some(&rest[start..])
+}
+
+/// The password of a `Basic base64(user:password)` header value (RFC 7617: the user name
+/// ends at the first colon; the password may contain colons). `None` when the value is not
+/// Basic, not base64 or has no colon.
+fn basic_password(value: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let encoded = scheme_credentials(value, b"basic")?.trim_ascii_end();
+    let mut decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded.split_off(colon + 1))
 }
 
 /// Parses an authenticated Auth0 body (any of the three shapes in the module docs).
@@ -144,11 +200,11 @@ fn normalize(event_type: &str) -> String {
 }
 
 fn unhandled(event_type: String) -> Delivery {
-    Delivery { event_type, changes: Vec::new(), unhandled: true }
+    Delivery::unhandled(event_type)
 }
 
 fn handled(event_type: String, changes: Vec<UserChange>) -> Delivery {
-    Delivery { event_type, changes, unhandled: false }
+    Delivery::handled(event_type, changes)
 }
 
 /// Event Streams: `{specversion, type, id, time, data: {object: profile}}`.
@@ -215,33 +271,52 @@ fn user_change(
     }
 }
 
-/// A Log Stream batch: each record `{log_id, data: {type, …}}`; unused codes are skipped.
-/// Every record must have an object `data` with a string `type`; a used code must carry a
-/// `user_id` (and `s` / `sdu` a readable `date`).
+/// A Log Stream batch: each record `{log_id, data: {type, …}}`. Records are independent
+/// facts: one that cannot be used — not an object with an object `data` and a string
+/// `data.type`, or of a used code without a `user_id` (or, for `s` / `sdu`, a readable
+/// `date`) — is skipped and counted in [`Delivery::skipped`]; the rest apply. Records of
+/// codes the sync does not use are ignored. A body in which no element is a log record at
+/// all is not a log batch: [`ParseError::Field`] `"data"`.
 fn log_batch(records: Vec<Value>) -> Result<Delivery, ParseError> {
     let mut changes = Vec::new();
     let mut codes: Vec<String> = Vec::new();
+    let mut skipped = 0;
     for record in records {
-        let Value::Object(mut record) = record else {
-            return Err(ParseError::Field("data"));
-        };
-        let data = match record.remove("data") {
-            Some(Value::Object(data)) => data,
-            _ => return Err(ParseError::Field("data")),
+        let data = match record {
+            Value::Object(mut record) => match record.remove("data") {
+                Some(Value::Object(data)) => data,
+                _ => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            _ => {
+                skipped += 1;
+                continue;
+            }
         };
         let code = match data.get("type") {
             Some(Value::String(code)) => code.clone(),
-            _ => return Err(ParseError::Field("data.type")),
+            _ => {
+                skipped += 1;
+                continue;
+            }
         };
-        if let Some(change) = log_change(&code, data)? {
-            changes.push(change);
+        match log_change(&code, data) {
+            Ok(Some(change)) => changes.push(change),
+            Ok(None) => {}
+            Err(_) => skipped += 1,
         }
         if !codes.contains(&code) {
             codes.push(code);
         }
     }
+    if codes.is_empty() && skipped > 0 {
+        return Err(ParseError::Field("data"));
+    }
     let event_type = log_event_type(&codes);
-    Ok(if changes.is_empty() { unhandled(event_type) } else { handled(event_type, changes) })
+    let delivery = if changes.is_empty() { unhandled(event_type) } else { handled(event_type, changes) };
+    Ok(Delivery { skipped, ..delivery })
 }
 
 /// The change one log record asks for, if its code is one the sync uses.

@@ -91,6 +91,7 @@ fn wrong_or_altered_secrets_reject() {
         format!("Bearer {SECRET} "),
         format!("Bearer{SECRET}"),
         format!("Basic {SECRET}"),
+        basic("auth0", "a0-shared-secret-0123456789abcdeF"),
         format!("Token {SECRET}"),
         "Bearer".to_owned(),
         "Bearer ".to_owned(),
@@ -114,14 +115,65 @@ fn missing_header_or_unusable_secret() {
 }
 
 #[test]
-fn bearer_token_extraction() {
-    assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
-    assert_eq!(bearer_token(b"bEaReR \t abc"), Some(&b"abc"[..]));
-    assert_eq!(bearer_token(b"Bearerabc"), None);
-    assert_eq!(bearer_token(b"Bearer"), None);
-    assert_eq!(bearer_token(b"Bearer   "), None);
-    assert_eq!(bearer_token(b"Beare"), None);
-    assert_eq!(bearer_token(b"abc"), None);
+fn scheme_credentials_extraction() {
+    assert_eq!(scheme_credentials(b"Bearer abc", b"bearer"), Some(&b"abc"[..]));
+    assert_eq!(scheme_credentials(b"bEaReR \t abc", b"bearer"), Some(&b"abc"[..]));
+    assert_eq!(scheme_credentials(b"Basic YTpi", b"basic"), Some(&b"YTpi"[..]));
+    assert_eq!(scheme_credentials(b"Bearerabc", b"bearer"), None);
+    assert_eq!(scheme_credentials(b"Bearer", b"bearer"), None);
+    assert_eq!(scheme_credentials(b"Bearer   ", b"bearer"), None);
+    assert_eq!(scheme_credentials(b"Beare", b"bearer"), None);
+    assert_eq!(scheme_credentials(b"abc", b"bearer"), None);
+    assert_eq!(scheme_credentials(b"Bearer abc", b"basic"), None);
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[test]
+fn basic_auth_password_is_the_secret_and_the_user_is_not_checked() {
+    for value in [
+        basic("auth0", SECRET),
+        basic("", SECRET),
+        basic("any-user-name", SECRET),
+        basic("auth0", SECRET).replacen("Basic", "basic", 1),
+        basic("auth0", SECRET).replacen("Basic", "BASIC\t", 1),
+        format!("{} ", basic("auth0", SECRET)),
+    ] {
+        assert_eq!(verify(SECRET, &auth_header(value.as_bytes())), Ok(()), "{value:?}");
+    }
+    // The password may hold colons: the user name ends at the first one.
+    let colons = "a0:secret:with:colons-0123";
+    assert_eq!(verify(colons, &auth_header(basic("u", colons).as_bytes())), Ok(()));
+    assert_eq!(
+        verify(colons, &auth_header(basic("a0", "secret:with:colons-0123").as_bytes())),
+        Err(VerifyError::NoMatchingSignature)
+    );
+}
+
+#[test]
+fn basic_auth_with_a_wrong_password_or_a_bad_encoding_rejects() {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    for value in [
+        basic("auth0", "a0-shared-secret-0123456789abcdeF"),
+        basic("auth0", &SECRET[..SECRET.len() - 1]),
+        basic("auth0", &format!("{SECRET} ")),
+        basic(SECRET, "auth0"),
+        basic(SECRET, ""),
+        format!("Basic {}", encode(SECRET)),
+        format!("Basic {}", encode(&format!("{SECRET}:"))),
+        format!("Basic {SECRET}"),
+        format!("Basic :{SECRET}"),
+        format!("Basic{}", &basic("auth0", SECRET)[6..]),
+        format!("Bearer {}", &basic("auth0", SECRET)[6..]),
+        "Basic ".to_owned(),
+        "Basic !!!".to_owned(),
+    ] {
+        assert_eq!(verify(SECRET, &auth_header(value.as_bytes())), Err(VerifyError::NoMatchingSignature), "{value:?}");
+    }
 }
 
 // ---- Event Streams ---------------------------------------------------------------
@@ -507,24 +559,63 @@ fn log_record_errors() {
         d[key] = value;
         json!([{"log_id": "1", "data": d}])
     };
-    let cases = [
-        (json!([1, 2]), "data"),
-        (json!([{"log_id": "1"}]), "data"),
-        (json!([{"log_id": "1", "data": "s"}]), "data"),
-        (json!({"log_id": "1", "data": null}), "data"),
-        (without("type"), "data.type"),
-        (with("type", json!(["s"])), "data.type"),
-        (without("user_id"), "data.user_id"),
-        (with("user_id", json!("")), "data.user_id"),
-        (without("date"), "data.date"),
-        (with("date", json!("not a date")), "data.date"),
-    ];
-    for (body, field) in cases {
-        assert_eq!(parse_json(&body), Err(ParseError::Field(field)), "{body}");
+    // Nothing in the body is a log record: not a log batch.
+    for body in [
+        json!([1, 2]),
+        json!([{"log_id": "1"}]),
+        json!([{"log_id": "1", "data": "s"}]),
+        json!({"log_id": "1", "data": null}),
+        without("type"),
+        with("type", json!(["s"])),
+    ] {
+        assert_eq!(parse_json(&body), Err(ParseError::Field("data")), "{body}");
     }
-    // A bad record anywhere fails the batch (nothing is half-applied).
-    let good = fixture_json("log-stream.jsonarray.ss-signup.json")[0].clone();
-    assert_eq!(parse_json(&json!([good, {"log_id": "2"}])), Err(ParseError::Field("data")));
+    // A record of a used code that cannot be used is skipped, never an error.
+    for body in [
+        without("user_id"),
+        with("user_id", json!("")),
+        with("user_id", json!(42)),
+        without("date"),
+        with("date", json!("not a date")),
+    ] {
+        let delivery = parse_json(&body).expect("a log batch");
+        assert_eq!((delivery.skipped, delivery.changes.len()), (1, 0), "{body}");
+        assert!(delivery.unhandled, "{body}");
+        assert_eq!(delivery.event_type, "log_stream:s");
+    }
+}
+
+#[test]
+fn unusable_records_are_skipped_and_the_rest_of_the_batch_applies() {
+    let signups = fixture_json("log-stream.jsonarray.ss-signup.json");
+    let login = fixture_json("log-stream.jsonarray.s-login.json")[0].clone();
+    let mut no_user = login.clone();
+    no_user["data"].as_object_mut().expect("object").remove("user_id");
+    let mut bad_date = fixture_json("log-stream.jsonarray.sdu-user-deleted.CONSTRUCTED.json")[0].clone();
+    bad_date["data"]["date"] = json!("yesterday");
+    let body = json!([
+        signups[0],
+        no_user,
+        {"log_id": "junk"},
+        7,
+        login,
+        bad_date,
+        {"log_id": "x", "data": {"type": "f"}},
+        signups[1]
+    ]);
+    let delivery = parse_json(&body).expect("a log batch");
+    assert_eq!(delivery.skipped, 4);
+    assert!(!delivery.unhandled);
+    assert_eq!(delivery.event_type, "log_stream:ss,s,sdu,f");
+    let ids: Vec<&str> = delivery.changes.iter().map(UserChange::user_id).collect();
+    assert_eq!(
+        ids,
+        ["auth0|6182002f34f4dd006b05b5c7", "auth0|618223a4e3f49e006948565c", "auth0|618223a4e3f49e006948565c"]
+    );
+    // JSON lines are read record by record the same way.
+    let lines = format!("{}\n{{\"log_id\": \"2\", \"data\": {{\"type\": \"s\"}}}}\n", signups[0]);
+    let delivery = parse(lines.as_bytes(), received()).expect("a log batch");
+    assert_eq!((delivery.changes.len(), delivery.skipped), (1, 1));
 }
 
 // ---- Malformed bodies ------------------------------------------------------------

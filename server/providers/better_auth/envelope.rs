@@ -1,21 +1,19 @@
-//! Better Auth webhooks (SPEC §4 "Better Auth"). Better Auth has no webhook feature of its
-//! own: the app posts from its `databaseHooks` with CapyDB's envelope
-//! `{"event": "user.created" | "user.updated" | "user.deleted", "user": {…}}`, signed with
-//! `X-Better-Auth-Signature` = hex HMAC-SHA256 of the raw body, keyed with the UTF-8 bytes of
-//! the configured secret.
+//! A Better Auth app without the webhooks plugin posts from its `databaseHooks` with
+//! CapyDB's envelope `{"event": "user.created" | "user.updated" | "user.deleted", "user":
+//! {…}}`, signed with `X-Better-Auth-Signature` = hex HMAC-SHA256 of the raw body, keyed with
+//! the UTF-8 bytes of the configured secret.
 //!
 //! There is no timestamp header; replays are harmless under the merge rules. Deletions in
-//! Better Auth are hard deletes, so the time of receipt is the deletion time. `raw` is the
-//! `user` object as received, moved out of the parsed body, never rebuilt.
+//! Better Auth are hard deletes, so the time of receipt is the deletion time.
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::fields::{optional_string, optional_time};
-use super::{Delivery, ParseError, VerifyError};
-use crate::users::{UserChange, UserDeletion, UserRecord};
+use super::{record_from, required_id, ENVELOPE_LABELS};
+use crate::providers::{Delivery, ParseError, VerifyError};
+use crate::users::{UserChange, UserDeletion};
 
 pub const USER_CREATED: &str = "user.created";
 pub const USER_UPDATED: &str = "user.updated";
@@ -42,23 +40,19 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Veri
     mac.verify_slice(&signature).map_err(|_| VerifyError::NoMatchingSignature)
 }
 
-/// Parses an authenticated Better Auth body `{"event", "user"}`.
+/// Parses an authenticated envelope `{"event", "user"}`.
 ///
 /// `user.created` / `user.updated` upsert the user; `user.deleted` soft-deletes it at
 /// `received_at`; any other event is unhandled (its `user` is not inspected). Errors:
-/// [`ParseError::NotJson`]; [`ParseError::Field`] `"event"` (missing or not a string),
-/// `"user"` (a handled event without an object `user`), or `"user.<field>"` for a bad field.
-pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
-    let envelope: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Value::Object(mut envelope) = envelope else {
-        return Err(ParseError::Field("event"));
-    };
+/// [`ParseError::Field`] `"event"` (missing or not a string), `"user"` (a handled event
+/// without an object `user`), or `"user.<field>"` for a bad field.
+pub fn parse(mut envelope: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
     let event_type = match envelope.get("event") {
         Some(Value::String(event)) => event.clone(),
         _ => return Err(ParseError::Field("event")),
     };
     if !matches!(event_type.as_str(), USER_CREATED | USER_UPDATED | USER_DELETED) {
-        return Ok(Delivery { event_type, changes: Vec::new(), unhandled: true });
+        return Ok(Delivery::unhandled(event_type));
     }
     let user = match envelope.remove("user") {
         Some(Value::Object(user)) => user,
@@ -66,66 +60,21 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseE
     };
     let change = if event_type == USER_DELETED {
         // A hard delete in Better Auth: the time of receipt is the deletion time.
-        UserChange::Delete(UserDeletion { id: required_id(&user)?, deleted_at: received_at, raw: Value::Object(user) })
+        let id = required_id(&user, &ENVELOPE_LABELS)?;
+        UserChange::Delete(UserDeletion { id, deleted_at: received_at, raw: Value::Object(user) })
     } else {
-        UserChange::Upsert(record_from(Value::Object(user))?)
+        UserChange::Upsert(record_from(Value::Object(user), &ENVELOPE_LABELS)?)
     };
-    Ok(Delivery { event_type, changes: vec![change], unhandled: false })
-}
-
-/// Maps one Better Auth user (as `JSON.stringify` emits it from a database hook) to a
-/// [`UserRecord`] per the SPEC §2 Better Auth column; `raw` is a copy of `user`.
-///
-/// `first_name` is `firstName` when it has a value, else `name`; `last_name` is `lastName`
-/// or NULL; `last_sign_in_at` is `lastSignInAt`, else `lastLoginAt`, else NULL; times are
-/// ISO 8601 strings or epoch milliseconds. `id` is a non-empty string, or an integer (numeric
-/// id setups) stored as its decimal text.
-///
-/// Errors: [`ParseError::Field`] `"user.id"` without a usable id (or when `user` is not an
-/// object); `"user.<field>"` when a mapped field has the wrong JSON type or an unreadable time.
-pub fn user_from_better_auth(user: &Value) -> Result<UserRecord, ParseError> {
-    record_from(user.clone())
-}
-
-/// [`user_from_better_auth`] on an owned object, so it becomes `raw` without a copy.
-fn record_from(user: Value) -> Result<UserRecord, ParseError> {
-    let Value::Object(fields) = &user else {
-        return Err(ParseError::Field("user.id"));
-    };
-    let first_name = match optional_string(fields, "firstName", "user.firstName")? {
-        Some(first) => Some(first),
-        None => optional_string(fields, "name", "user.name")?,
-    };
-    let last_sign_in_at = match optional_time(fields, "lastSignInAt", "user.lastSignInAt")? {
-        Some(at) => Some(at),
-        None => optional_time(fields, "lastLoginAt", "user.lastLoginAt")?,
-    };
-    Ok(UserRecord {
-        id: required_id(fields)?,
-        email: optional_string(fields, "email", "user.email")?,
-        first_name,
-        last_name: optional_string(fields, "lastName", "user.lastName")?,
-        username: optional_string(fields, "username", "user.username")?,
-        image_url: optional_string(fields, "image", "user.image")?,
-        created_at: optional_time(fields, "createdAt", "user.createdAt")?,
-        updated_at: optional_time(fields, "updatedAt", "user.updatedAt")?,
-        last_sign_in_at,
-        raw: user,
-    })
-}
-
-fn required_id(fields: &Map<String, Value>) -> Result<String, ParseError> {
-    match fields.get("id") {
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        _ => Err(ParseError::Field("user.id")),
-    }
+    Ok(Delivery::handled(event_type, vec![change]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::better_auth::{user_from_better_auth, BetterAuth};
     use crate::providers::test_fixtures::{assert_unhandled, received, s, single, str_field, utc};
+    use crate::providers::Provider;
+    use crate::users::UserRecord;
     use http::HeaderValue;
     use serde_json::json;
 
@@ -160,6 +109,11 @@ mod tests {
             str_field(&v, "expected_signature_hex").to_owned(),
             str_field(&v, "tampered_body").to_owned(),
         )
+    }
+
+    /// Through the provider, as a delivery is parsed: the body's shape picks the envelope.
+    fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        BetterAuth.parse(body, received_at)
     }
 
     fn parse_fixture(name: &str) -> Delivery {
@@ -400,8 +354,9 @@ mod tests {
 
     #[test]
     fn community_plugin_payload_is_not_this_shape() {
+        // Its `type` makes it look like the official plugin's, whose `data` is the user row.
         let body = fixture_bytes("community-better-auth-webhooks.user.created.json");
-        assert_eq!(parse(&body, received()), Err(ParseError::Field("event")));
+        assert_eq!(parse(&body, received()), Err(ParseError::Field("data.id")));
     }
 
     #[test]
@@ -420,7 +375,7 @@ mod tests {
             (json!({"user": user}), "event"),
             (json!({"event": null, "user": user}), "event"),
             (json!({"event": 1, "user": user}), "event"),
-            (json!({"type": "user.created", "user": user}), "event"),
+            (json!({"type": "user.created", "user": user}), "data"),
             (json!({"event": "user.created"}), "user"),
             (json!({"event": "user.updated", "user": null}), "user"),
             (json!({"event": "user.deleted", "user": "u1"}), "user"),
