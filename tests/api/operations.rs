@@ -141,7 +141,7 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     let app = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(5);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "handover".into(),
             provider: Provider::Clerk as i32,
             database_url: project.clone(),
@@ -183,7 +183,7 @@ async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
     .await;
     let gate = clerk.pause_users_request(3);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "drain".into(),
             provider: Provider::Clerk as i32,
             database_url: app.project_url.clone(),
