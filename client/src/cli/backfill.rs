@@ -190,7 +190,7 @@ impl Bar {
             pb.set_length(job.users_expected.max(job.users_fetched) as u64);
         }
         pb.set_position(job.users_fetched.max(0) as u64);
-        pb.set_message(format!("{} written · {} unchanged", job.users_written, job.users_stale));
+        pb.set_message(counters(job));
     }
 
     fn note(&self, msg: &str) {
@@ -206,6 +206,11 @@ impl Bar {
             pb.finish_and_clear();
         }
     }
+}
+
+/// The counters the progress display shows next to the fetched count.
+fn counters(job: &BackfillJob) -> String {
+    format!("{} written · {} unchanged", job.users_written, job.users_stale)
 }
 
 /// At most 80 columns: the spinner line is short; the bar takes what the terminal has left
@@ -225,17 +230,28 @@ fn bar_style() -> ProgressStyle {
 mod tests {
     use super::*;
 
-    /// The longest line the bar can draw, with 7-digit counts and a 4-character elapsed time,
-    /// when the terminal is 80 columns wide (`wide_bar` shrinks to fit).
+    /// The templates filled in the way indicatif fills them, with 7-digit counts (a
+    /// 9,999,999-user instance) and a 4-character elapsed time: every line fits 80 columns
+    /// (`wide_bar` takes only what the fixed parts leave).
     #[test]
     fn progress_lines_fit_80_columns() {
-        let msg = "1234567 written · 1234567 unchanged";
-        let second = format!("  {}/{} users fetched · {msg}", 1_234_567, 1_234_567);
-        assert!(second.chars().count() <= 80, "{second}");
-        let spinner = format!("⠁ {} users fetched · {msg} · {}", 1_234_567, "59m");
-        assert!(spinner.chars().count() <= 80, "{spinner}");
-        let fixed_first = "⠁ [] 100% 59m".chars().count();
-        assert!(fixed_first < 40);
-        assert!(BAR_TEMPLATE.contains("{wide_bar}"));
+        let job = BackfillJob { users_written: 9_999_999, users_stale: 9_999_999, ..Default::default() };
+        let fill = |template: &str| {
+            template
+                .replace("{spinner}", "⠁")
+                .replace("{pos}", "9999999")
+                .replace("{len}", "9999999")
+                .replace("{percent:>3}", "100")
+                .replace("{elapsed:>4}", " 59m")
+                .replace("{elapsed}", "59m")
+                .replace("{wide_bar}", "")
+                .replace("{msg}", &counters(&job))
+        };
+        for line in fill(SPINNER_TEMPLATE).lines().chain(fill(BAR_TEMPLATE).lines()) {
+            assert!(!line.contains('{'), "unfilled placeholder in {line:?}");
+            assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+        }
+        let bar_line = fill(BAR_TEMPLATE).lines().next().unwrap().chars().count();
+        assert!(bar_line <= 40, "the bar keeps at least half of an 80-column line");
     }
 }
