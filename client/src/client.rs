@@ -516,6 +516,27 @@ mod tests {
         assert!(!format!("{i:?}").contains("sekrit"));
     }
 
+    #[tokio::test]
+    async fn configure_builder_sets_fields_and_its_debug_hides_secrets() {
+        let client = AuthSyncClient::connect_lazy(ClientConfig::new("http://127.0.0.1:9")).unwrap();
+        let call = client
+            .configure_integration("p1", Provider::Clerk)
+            .database_url("postgres://u:hunter2@db/app")
+            .secret_key("sk_test_sekrit")
+            .webhook_signing_secret("whsec_c2VrcmV0");
+        let req = call.request();
+        assert_eq!((req.project_id.as_str(), req.provider), ("p1", Provider::Clerk as i32));
+        assert_eq!(req.database_url, "postgres://u:hunter2@db/app");
+        let creds = req.credentials.as_ref().unwrap();
+        assert_eq!(
+            (creds.secret_key.as_str(), creds.webhook_signing_secret.as_str()),
+            ("sk_test_sekrit", "whsec_c2VrcmV0")
+        );
+        let debug = format!("{call:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("sekrit") && !debug.contains("c2VrcmV0"), "{debug}");
+        assert!(debug.contains("<redacted>") && debug.contains("p1"), "{debug}");
+    }
+
     #[test]
     fn invalid_token_error_hides_token() {
         let err = BearerInterceptor::new(Some("bad\ntoken-sekrit")).unwrap_err();

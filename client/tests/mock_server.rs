@@ -509,6 +509,17 @@ async fn cli_end_to_end() {
     assert_eq!(code, 5, "a watch cut short is the unavailable class");
     assert!(err.contains("ended the watch before the backfill finished"), "{err}");
 
+    // Shell completions need no server.
+    let (code, out, _) = run(&["completions", "bash"]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("capydb-auth-sync-admin") && out.contains("send-test-webhook"),
+        "{}",
+        &out[..200.min(out.len())]
+    );
+    let (code, _, err) = run(&["completions", "tcsh"]).await.unwrap();
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+
     // Wrong token: UNAUTHENTICATED, one line.
     let ep3 = ep.clone();
     let out = tokio::task::spawn_blocking(move || {
