@@ -201,8 +201,8 @@ impl AuthSyncClient {
             request: ConfigureIntegrationRequest {
                 project_id: project_id.into(),
                 provider: provider as i32,
-                database_url: String::new(),
                 credentials: Some(Credentials::default()),
+                ..Default::default()
             },
         }
     }

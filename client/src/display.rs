@@ -143,13 +143,13 @@ mod tests {
             provider: Provider::Clerk as i32,
             state: IntegrationState::NeedsAttention as i32,
             has_credentials: true,
-            has_webhook_secret: false,
             secret_key_hint: "sk_live_…a1b2".into(),
             webhook_receiver: "https://capydb.dev/api/capydb/v1/integrations/clerk/webhook/p1".into(),
             created_at: ts(1_717_000_000, 0),
             updated_at: ts(1_717_000_060, 500_000_000),
             database_target: "db.internal:5432/app".into(),
             mode: SyncMode::BackfillOnly as i32,
+            ..Default::default()
         }
     }
 
@@ -164,13 +164,12 @@ mod tests {
             users_stale: 10,
             deletions_reconciled: 2,
             started_at: ts(1_717_000_000, 0),
-            finished_at: None,
-            error: String::new(),
             provider: Provider::Clerk as i32,
             users_expected: 1000,
             created_at: ts(1_716_999_999, 0),
             updated_at: ts(1_717_000_010, 0),
             resumes: 1,
+            ..Default::default()
         }
     }
 

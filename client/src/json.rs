@@ -143,15 +143,16 @@ mod tests {
 
     #[test]
     fn secrets_never_serialize() {
-        let req = ConfigureIntegrationRequest {
+        let mut req = ConfigureIntegrationRequest {
             project_id: "p1".into(),
             provider: Provider::Clerk as i32,
-            database_url: "postgres://u:hunter2@db/app".into(),
             credentials: Some(Credentials {
                 secret_key: "sk_test_sekrit".into(),
                 webhook_signing_secret: "whsec_c2Vrcml0".into(),
             }),
+            ..Default::default()
         };
+        req.database_url = "postgres://u:hunter2@db/app".into();
         let text = serde_json::to_string(&req).unwrap();
         assert!(!text.contains("hunter2") && !text.contains("sekrit") && !text.contains("c2Vrcml0"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");

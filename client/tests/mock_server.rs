@@ -97,9 +97,9 @@ fn integration(project: &str, provider: i32) -> Integration {
         secret_key_hint: "sk_test_…a1b2".into(),
         webhook_receiver: format!("https://capydb.dev/api/capydb/v1/integrations/clerk/webhook/{project}"),
         created_at: Some(prost_types::Timestamp { seconds: 1_717_000_000, nanos: 0 }),
-        updated_at: None,
         database_target: "db:5432/app".into(),
         mode: SyncMode::Live as i32,
+        ..Default::default()
     }
 }
 
