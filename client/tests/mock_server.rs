@@ -509,6 +509,13 @@ async fn cli_end_to_end() {
     assert_eq!(code, 5, "a watch cut short is the unavailable class");
     assert!(err.contains("ended the watch before the backfill finished"), "{err}");
 
+    // Usage errors under --json are JSON too.
+    let (code, _, err) = run(&["status", "--json"]).await.unwrap();
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["error"]["code"], "INVALID_ARGUMENT");
+    assert!(v["error"]["message"].as_str().unwrap().contains("<PROJECT>"), "{v}");
+
     // Shell completions need no server.
     let (code, out, _) = run(&["completions", "bash"]).await.unwrap();
     assert_eq!(code, 0);

@@ -96,7 +96,10 @@ enum Command {
 
 /// Parses the command line, runs the command, reports errors. Returns the exit code.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = cli.json;
     let has_token = cli.token.as_deref().is_some_and(|t| !t.trim().is_empty());
     match run(cli).await {
@@ -106,6 +109,21 @@ pub async fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// clap's own errors (exit 2); as a JSON object when `--json` is on the command line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args_os().any(|a| a == "--json");
+    if !wants_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    // The error itself is the first paragraph (clap adds usage and a hint after a blank line).
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = message.join(" ");
+    CliError::Usage(message.strip_prefix("error: ").unwrap_or(&message).to_string()).report(true, false);
+    ExitCode::from(exit::USAGE)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
