@@ -158,6 +158,7 @@ async fn an_operator_configures_backfills_checks_status_and_sends_a_test_webhook
     let err: Value = serde_json::from_str(&stderr(&out)).expect("a JSON error");
     assert_eq!(err["error"]["code"], "NOT_FOUND", "{err}");
     assert_eq!(err["error"]["exit_code"], EXIT_NOT_FOUND);
+    assert!(!err["error"]["message"].as_str().unwrap().contains("NOT_FOUND"), "said once: {err}");
 
     let out = run(&app, TEST_TOKEN, &["list", "--json"]).await;
     assert_eq!(json_of(&out).as_array().map(|a| a.len()), Some(1));

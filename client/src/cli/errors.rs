@@ -105,6 +105,8 @@ impl CliError {
                 .collect(),
             _ => Vec::new(),
         };
+        // The code has its own field: the message does not repeat it.
+        let message = message.strip_prefix(&format!("{code}: ")).unwrap_or(&message);
         let mut body = json!({"code": code, "exit_code": self.exit_code(), "message": message});
         if !violations.is_empty() {
             body["field_violations"] = violations.into();
