@@ -56,6 +56,36 @@ impl ClientConfig {
         self.token = Some(token.into());
         self
     }
+
+    /// Sets the limit on establishing the connection.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the deadline of each unary call attempt.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use capydb_auth_sync_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("https://auth-sync.internal:50051")
+    ///     .with_token("admin-token")
+    ///     .with_connect_timeout(Duration::from_secs(2))
+    ///     .with_request_timeout(Duration::from_secs(10))
+    ///     .with_retries(2);
+    /// assert_eq!(config.request_timeout, Duration::from_secs(10));
+    /// ```
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how many extra attempts a retryable failure gets (0: none).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
 }
 
 impl Default for ClientConfig {
