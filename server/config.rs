@@ -58,8 +58,8 @@ pub struct ServeOptions {
     /// Prometheus metrics listener (`/metrics`); empty disables it.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
-    /// Base of the webhook URLs shown to users [default: https://capydb.dev; in dev mode
-    /// http://HTTP_ADDR, so the receiver URLs it hands out work on this machine].
+    /// Base of the webhook URLs shown to users [default: `https://capydb.dev`; in dev mode
+    /// `http://HTTP_ADDR`, so the receiver URLs it hands out work on this machine].
     #[arg(long, env = "CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
     /// Master keys `id:base64key,…` (32-byte keys); the first encrypts, all decrypt.
