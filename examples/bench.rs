@@ -78,7 +78,7 @@ async fn main() {
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let started = Instant::now();
     client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "bench".into(),
             provider: Provider::Clerk as i32,
             database_url: pg.url_for(&project_db),

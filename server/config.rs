@@ -11,6 +11,9 @@ use std::time::Duration;
 use crate::crypto::Keyring;
 use crate::project_db::ProjectDbSettings;
 
+/// Where the webhook receiver URLs point outside dev mode (`CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL`).
+pub const DEFAULT_PUBLIC_BASE_URL: &str = "https://capydb.dev";
+
 #[derive(Debug, Parser)]
 #[command(name = "capydb-auth-sync", version, about = "Mirrors auth-provider users into capydb_auth.users")]
 pub struct Cli {
@@ -55,9 +58,10 @@ pub struct ServeOptions {
     /// Prometheus metrics listener (`/metrics`); empty disables it.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
-    /// Base of the webhook URLs shown to users.
-    #[arg(long, env = "CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", default_value = "https://capydb.dev")]
-    pub public_base_url: String,
+    /// Base of the webhook URLs shown to users [default: `https://capydb.dev`; in dev mode
+    /// `http://HTTP_ADDR`, so the receiver URLs it hands out work on this machine].
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
     /// Master keys `id:base64key,…` (32-byte keys); the first encrypts, all decrypt.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_MASTER_KEYS", hide_env_values = true, global = true)]
     pub master_keys: Option<String>,
@@ -204,7 +208,7 @@ impl Settings {
     pub fn new(control_database_url: SecretString, keyring: Keyring, admin_tokens: Vec<SecretString>) -> Self {
         Settings {
             control_database_url,
-            public_base_url: "https://capydb.dev".into(),
+            public_base_url: DEFAULT_PUBLIC_BASE_URL.into(),
             keyring: Arc::new(keyring),
             admin_tokens,
             clerk: ClerkSettings {
@@ -271,8 +275,13 @@ impl Settings {
         if o.clerk_rate_limit_test == 0 || o.clerk_rate_limit_live == 0 {
             return Err(invalid("Clerk rate limits must be positive"));
         }
+        let public_base_url = match (&o.public_base_url, dev) {
+            (Some(url), _) => url.clone(),
+            (None, Some(_)) => format!("http://{}", o.http_addr),
+            (None, None) => DEFAULT_PUBLIC_BASE_URL.to_string(),
+        };
         for (name, value) in [
-            ("CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", &o.public_base_url),
+            ("CAPYDB_AUTH_SYNC_PUBLIC_BASE_URL", &public_base_url),
             ("CAPYDB_AUTH_SYNC_CLERK_API_URL", &o.clerk_api_url),
         ] {
             if !(value.starts_with("http://") || value.starts_with("https://")) {
@@ -283,7 +292,7 @@ impl Settings {
             return Err(invalid("CAPYDB_AUTH_SYNC_WEBHOOK_TIMEOUT_MS must be 1–14000 (Svix gives up after 15 s)"));
         }
         let mut s = Settings::new(SecretString::from(url), keyring, tokens);
-        s.public_base_url = o.public_base_url.trim_end_matches('/').to_string();
+        s.public_base_url = public_base_url.trim_end_matches('/').to_string();
         s.clerk.api_url = o.clerk_api_url.trim_end_matches('/').to_string();
         s.clerk.rate_limit_test = o.clerk_rate_limit_test;
         s.clerk.rate_limit_live = o.clerk_rate_limit_live;
@@ -338,4 +347,32 @@ fn hostname() -> String {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "replica".into())
+}
+
+#[cfg(test)]
+mod public_base_url_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn settings(args: &[&str], dev: bool) -> Settings {
+        let keys = format!("k1:{}", base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+        let defaults = DevDefaults {
+            database_url: "postgres://127.0.0.1/control".into(),
+            master_keys: SecretString::from(keys),
+            admin_token: SecretString::from("dev-token-0123456789".to_string()),
+        };
+        let cli = Cli::try_parse_from(args).unwrap();
+        Settings::from_options(&cli.opts, Some(&defaults).filter(|_| dev)).unwrap()
+    }
+
+    #[test]
+    fn dev_mode_hands_out_receiver_urls_on_its_own_http_address() {
+        assert_eq!(settings(&["x", "--dev"], true).public_base_url, "http://127.0.0.1:8080");
+        assert_eq!(
+            settings(&["x", "--dev", "--http-addr", "127.0.0.1:9999"], true).public_base_url,
+            "http://127.0.0.1:9999"
+        );
+        let explicit = settings(&["x", "--dev", "--public-base-url", "https://hooks.example.com/"], true);
+        assert_eq!(explicit.public_base_url, "https://hooks.example.com");
+    }
 }

@@ -17,7 +17,7 @@ use tonic::Code;
 use crate::error::ClientError;
 use crate::pb::auth_sync_service_client::AuthSyncServiceClient;
 use crate::pb::{
-    BackfillJob, ConfigureIntegrationRequest, DeleteIntegrationRequest, GetSyncStatusRequest, Integration,
+    BackfillJob, ConfigureIntegrationRequest, Credentials, DeleteIntegrationRequest, GetSyncStatusRequest, Integration,
     ListIntegrationsRequest, Provider, RunBackfillRequest, SyncStatus, WatchBackfillRequest,
 };
 
@@ -54,6 +54,36 @@ impl ClientConfig {
     /// Sets the admin token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the limit on establishing the connection.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the deadline of each unary call attempt.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use capydb_auth_sync_client::ClientConfig;
+    ///
+    /// let config = ClientConfig::new("https://auth-sync.internal:50051")
+    ///     .with_token("admin-token")
+    ///     .with_connect_timeout(Duration::from_secs(2))
+    ///     .with_request_timeout(Duration::from_secs(10))
+    ///     .with_retries(2);
+    /// assert_eq!(config.request_timeout, Duration::from_secs(10));
+    /// ```
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how many extra attempts a retryable failure gets (0: none).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
 }
@@ -174,8 +204,42 @@ impl AuthSyncClient {
         self.raw.clone()
     }
 
-    /// `ConfigureIntegration`: creates or updates the integration; returns it.
-    pub async fn configure_integration(
+    /// `ConfigureIntegration`: creates or updates the integration of `(project_id, provider)`.
+    /// Returns a builder: set what changes, then `.await` it (or call
+    /// [`ConfigureIntegration::send`]). Fields left unset keep their stored value, so a webhook
+    /// secret can be added later without resending the secret key. Not retried after a timeout
+    /// (it is a write).
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::{AuthSyncClient, ClientConfig, Provider};
+    /// # async fn demo() -> Result<(), capydb_auth_sync_client::ClientError> {
+    /// let client = AuthSyncClient::connect(ClientConfig::new("http://127.0.0.1:50051").with_token("…")).await?;
+    /// let integration = client
+    ///     .configure_integration("shop", Provider::Clerk)
+    ///     .database_url("postgres://app:pw@db:5432/shop")
+    ///     .secret_key(std::env::var("CLERK_SECRET_KEY").unwrap_or_default())
+    ///     .await?;
+    /// println!("give Clerk this webhook URL: {}", integration.webhook_receiver);
+    ///
+    /// // Later: add the webhook signing secret; the key and database stay as they are.
+    /// client.configure_integration("shop", Provider::Clerk).webhook_signing_secret("whsec_…").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn configure_integration(&self, project_id: impl Into<String>, provider: Provider) -> ConfigureIntegration<'_> {
+        ConfigureIntegration {
+            client: self,
+            request: ConfigureIntegrationRequest {
+                project_id: project_id.into(),
+                provider: provider as i32,
+                credentials: Some(Credentials::default()),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// `ConfigureIntegration` with a request built by the caller (the generated message).
+    /// [`AuthSyncClient::configure_integration`] is the usual way.
+    pub async fn configure_raw_request(
         &self,
         request: ConfigureIntegrationRequest,
     ) -> Result<Integration, ClientError> {
@@ -185,6 +249,15 @@ impl AuthSyncClient {
     }
 
     /// `RunBackfill`: starts a backfill (or returns the one already queued or running).
+    /// `FAILED_PRECONDITION` ([`ClientError::FailedPrecondition`]) for webhook-only providers.
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::{AuthSyncClient, Provider};
+    /// # async fn demo(client: AuthSyncClient) -> Result<(), capydb_auth_sync_client::ClientError> {
+    /// let job = client.run_backfill("shop", Provider::Clerk).await?;
+    /// println!("backfill {} is {}", job.id, capydb_auth_sync_client::display::backfill_state_str(job.state));
+    /// # Ok(()) }
+    /// ```
     pub async fn run_backfill(
         &self,
         project_id: impl Into<String>,
@@ -196,7 +269,18 @@ impl AuthSyncClient {
     }
 
     /// `GetSyncStatus`. `provider` may be `Provider::Unspecified` when the project has exactly
-    /// one integration.
+    /// one integration. A read: retried after `UNAVAILABLE` and `DEADLINE_EXCEEDED`.
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::{AuthSyncClient, ClientError, Provider};
+    /// # async fn demo(client: AuthSyncClient) -> Result<(), ClientError> {
+    /// match client.get_sync_status("shop", Provider::Unspecified).await {
+    ///     Ok(status) => println!("{} ({} users)", status.verdict, status.users_total),
+    ///     Err(ClientError::NotFound(_)) => println!("shop has no integration yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get_sync_status(
         &self,
         project_id: impl Into<String>,
@@ -207,7 +291,16 @@ impl AuthSyncClient {
         resp.status.ok_or(ClientError::MissingField("status"))
     }
 
-    /// `ListIntegrations`, of one project or (with `None` / `Some("")`) of all.
+    /// `ListIntegrations`, of one project or (with `None` / `Some("")`) of all. A read.
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::AuthSyncClient;
+    /// # async fn demo(client: AuthSyncClient) -> Result<(), capydb_auth_sync_client::ClientError> {
+    /// for i in client.list_integrations(None).await? {
+    ///     println!("{} {}", i.project_id, capydb_auth_sync_client::display::provider_str(i.provider));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn list_integrations(&self, project_id: Option<&str>) -> Result<Vec<Integration>, ClientError> {
         let request = ListIntegrationsRequest { project_id: project_id.unwrap_or_default().to_string() };
         let resp =
@@ -215,7 +308,16 @@ impl AuthSyncClient {
         Ok(resp.integrations)
     }
 
-    /// `DeleteIntegration`; returns the integration as it was before deletion.
+    /// `DeleteIntegration`; returns the integration as it was before deletion. The users table
+    /// and its rows stay in place.
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::{AuthSyncClient, Provider};
+    /// # async fn demo(client: AuthSyncClient) -> Result<(), capydb_auth_sync_client::ClientError> {
+    /// let gone = client.delete_integration("shop", Provider::Clerk).await?;
+    /// println!("stopped syncing into {}", gone.database_target);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete_integration(
         &self,
         project_id: impl Into<String>,
@@ -229,6 +331,17 @@ impl AuthSyncClient {
 
     /// `WatchBackfill`: a stream of job snapshots that ends after a terminal state. Opening the
     /// stream is retried on `UNAVAILABLE`; errors after that end up in the stream. No deadline.
+    ///
+    /// ```no_run
+    /// # use capydb_auth_sync_client::{AuthSyncClient, Provider};
+    /// use futures::TryStreamExt as _;
+    /// # async fn demo(client: AuthSyncClient) -> Result<(), capydb_auth_sync_client::ClientError> {
+    /// let mut jobs = client.watch_backfill("shop", Provider::Clerk).await?;
+    /// while let Some(job) = jobs.try_next().await? {
+    ///     println!("{} of {} users fetched", job.users_fetched, job.users_expected);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn watch_backfill(
         &self,
         project_id: impl Into<String>,
@@ -239,12 +352,12 @@ impl AuthSyncClient {
         loop {
             let mut raw = self.raw.clone();
             match raw.watch_backfill(tonic::Request::new(request.clone())).await {
-                Ok(resp) => return Ok(resp.into_inner().map_err(ClientError::Status)),
+                Ok(resp) => return Ok(resp.into_inner().map_err(ClientError::from)),
                 Err(status) if status.code() == Code::Unavailable && attempt < self.retries => {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                Err(status) => return Err(ClientError::Status(status)),
+                Err(status) => return Err(ClientError::from(status)),
             }
         }
     }
@@ -275,7 +388,7 @@ impl AuthSyncClient {
                 _ => false,
             };
             if !retryable || attempt >= self.retries {
-                return Err(ClientError::Status(status));
+                return Err(ClientError::from(status));
             }
             tracing::debug!(
                 code = ?status.code(),
@@ -285,6 +398,66 @@ impl AuthSyncClient {
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }
+    }
+}
+
+/// A `ConfigureIntegration` call being built, from [`AuthSyncClient::configure_integration`].
+/// Unset fields keep their stored value. `.await` it or call [`ConfigureIntegration::send`].
+/// `Debug` never shows the secrets or the database URL.
+#[must_use = "a ConfigureIntegration does nothing until it is awaited or sent"]
+pub struct ConfigureIntegration<'a> {
+    client: &'a AuthSyncClient,
+    request: ConfigureIntegrationRequest,
+}
+
+impl ConfigureIntegration<'_> {
+    /// The project's Postgres URL (`postgres://user:pass@host:5432/db?sslmode=require`).
+    /// Required the first time.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.request.database_url = url.into();
+        self
+    }
+
+    /// The Clerk Backend API secret key (`sk_live_…` / `sk_test_…`).
+    pub fn secret_key(mut self, key: impl Into<String>) -> Self {
+        self.credentials().secret_key = key.into();
+        self
+    }
+
+    /// The webhook secret: Clerk's signing secret (`whsec_…`), or the Auth0 / Better Auth
+    /// shared secret (at least 16 characters).
+    pub fn webhook_signing_secret(mut self, secret: impl Into<String>) -> Self {
+        self.credentials().webhook_signing_secret = secret.into();
+        self
+    }
+
+    /// The request as it will be sent.
+    pub fn request(&self) -> &ConfigureIntegrationRequest {
+        &self.request
+    }
+
+    /// Sends it; returns the integration as stored.
+    pub async fn send(self) -> Result<Integration, ClientError> {
+        self.client.configure_raw_request(self.request).await
+    }
+
+    fn credentials(&mut self) -> &mut Credentials {
+        self.request.credentials.get_or_insert_with(Credentials::default)
+    }
+}
+
+impl<'a> std::future::IntoFuture for ConfigureIntegration<'a> {
+    type Output = Result<Integration, ClientError>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+impl fmt::Debug for ConfigureIntegration<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigureIntegration").field("request", &self.request).finish()
     }
 }
 
@@ -371,6 +544,27 @@ mod tests {
         assert!(!format!("{cfg:?}").contains("sekrit"));
         let i = BearerInterceptor::new(Some("sekrit-token")).unwrap();
         assert!(!format!("{i:?}").contains("sekrit"));
+    }
+
+    #[tokio::test]
+    async fn configure_builder_sets_fields_and_its_debug_hides_secrets() {
+        let client = AuthSyncClient::connect_lazy(ClientConfig::new("http://127.0.0.1:9")).unwrap();
+        let call = client
+            .configure_integration("p1", Provider::Clerk)
+            .database_url("postgres://u:hunter2@db/app")
+            .secret_key("sk_test_sekrit")
+            .webhook_signing_secret("whsec_c2VrcmV0");
+        let req = call.request();
+        assert_eq!((req.project_id.as_str(), req.provider), ("p1", Provider::Clerk as i32));
+        assert_eq!(req.database_url, "postgres://u:hunter2@db/app");
+        let creds = req.credentials.as_ref().unwrap();
+        assert_eq!(
+            (creds.secret_key.as_str(), creds.webhook_signing_secret.as_str()),
+            ("sk_test_sekrit", "whsec_c2VrcmV0")
+        );
+        let debug = format!("{call:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("sekrit") && !debug.contains("c2VrcmV0"), "{debug}");
+        assert!(debug.contains("<redacted>") && debug.contains("p1"), "{debug}");
     }
 
     #[test]

@@ -8,8 +8,39 @@ use std::fmt;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// One violated field of an `INVALID_ARGUMENT` answer (`google.rpc.BadRequest.FieldViolation`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldViolation {
+    /// The request field, e.g. `credentials.webhook_signing_secret`.
+    pub field: String,
+    /// What is wrong with it, e.g. `must be whsec_ followed by base64`.
+    pub description: String,
+}
+
 /// Everything that can go wrong when calling the service.
+///
+/// The statuses a caller acts on each have their own variant (match on them); any other status
+/// is [`ClientError::Other`]. [`ClientError::code`] gives the gRPC code of every variant.
+///
+/// ```
+/// use capydb_auth_sync_client::ClientError;
+///
+/// fn explain(err: &ClientError) -> String {
+///     match err {
+///         ClientError::NotFound(_) => "no such integration".into(),
+///         ClientError::InvalidArgument { violations, .. } => {
+///             violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+///         }
+///         ClientError::Unauthenticated(_) => "check the admin token".into(),
+///         ClientError::Unavailable(_) | ClientError::Connect { .. } => "try again later".into(),
+///         other => other.to_string(),
+///     }
+/// }
+/// let err = ClientError::from(tonic::Status::not_found("no clerk integration for project p1"));
+/// assert_eq!(explain(&err), "no such integration");
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The endpoint is not a valid URI (or uses an unsupported scheme).
     #[error("invalid endpoint {endpoint:?}: {reason}")]
@@ -27,9 +58,31 @@ pub enum ClientError {
     /// Any other transport-level failure.
     #[error("transport error: {}", error_chain(.0))]
     Transport(#[source] tonic::transport::Error),
-    /// The server (or the client's own deadline) answered with a gRPC status.
+    /// `NOT_FOUND`: no such integration (or backfill).
     #[error("{}", StatusLine(.0))]
-    Status(#[source] tonic::Status),
+    NotFound(#[source] tonic::Status),
+    /// `INVALID_ARGUMENT`, with the violated request fields.
+    #[error("{}", StatusLine(.status))]
+    InvalidArgument {
+        #[source]
+        status: tonic::Status,
+        violations: Vec<FieldViolation>,
+    },
+    /// `UNAUTHENTICATED` (or `PERMISSION_DENIED`): the admin token is missing or wrong.
+    #[error("{}", StatusLine(.0))]
+    Unauthenticated(#[source] tonic::Status),
+    /// `UNAVAILABLE`: the service or a database it needs is unreachable; try again later.
+    #[error("{}", StatusLine(.0))]
+    Unavailable(#[source] tonic::Status),
+    /// `DEADLINE_EXCEEDED`: no answer within the request timeout.
+    #[error("{}", StatusLine(.0))]
+    DeadlineExceeded(#[source] tonic::Status),
+    /// `FAILED_PRECONDITION`: the provider or the integration's state does not allow the call.
+    #[error("{}", StatusLine(.0))]
+    FailedPrecondition(#[source] tonic::Status),
+    /// Any other gRPC status (`INTERNAL`, `UNKNOWN`, …).
+    #[error("{}", StatusLine(.0))]
+    Other(#[source] tonic::Status),
     /// The server's response lacked a field it always sets (a server bug).
     #[error("malformed response: missing field `{0}`")]
     MissingField(&'static str),
@@ -40,18 +93,40 @@ impl ClientError {
     /// transport failures are `Unavailable`, invalid endpoint/token `InvalidArgument`, a
     /// malformed response `Internal`.
     pub fn code(&self) -> Code {
-        match self {
-            ClientError::Status(s) => s.code(),
-            ClientError::Connect { .. } | ClientError::Transport(_) => Code::Unavailable,
-            ClientError::InvalidEndpoint { .. } | ClientError::InvalidToken => Code::InvalidArgument,
-            ClientError::MissingField(_) => Code::Internal,
+        match self.status() {
+            Some(s) => s.code(),
+            None => match self {
+                ClientError::Connect { .. } | ClientError::Transport(_) => Code::Unavailable,
+                ClientError::InvalidEndpoint { .. } | ClientError::InvalidToken => Code::InvalidArgument,
+                _ => Code::Internal,
+            },
         }
     }
 
     /// The gRPC status, when the error is one.
     pub fn status(&self) -> Option<&tonic::Status> {
         match self {
-            ClientError::Status(s) => Some(s),
+            ClientError::NotFound(s)
+            | ClientError::Unauthenticated(s)
+            | ClientError::Unavailable(s)
+            | ClientError::DeadlineExceeded(s)
+            | ClientError::FailedPrecondition(s)
+            | ClientError::Other(s)
+            | ClientError::InvalidArgument { status: s, .. } => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The gRPC status, when the error is one (by value).
+    pub fn into_status(self) -> Option<tonic::Status> {
+        match self {
+            ClientError::NotFound(s)
+            | ClientError::Unauthenticated(s)
+            | ClientError::Unavailable(s)
+            | ClientError::DeadlineExceeded(s)
+            | ClientError::FailedPrecondition(s)
+            | ClientError::Other(s)
+            | ClientError::InvalidArgument { status: s, .. } => Some(s),
             _ => None,
         }
     }
@@ -61,16 +136,30 @@ impl ClientError {
         self.status().map(|s| s.message()).unwrap_or("")
     }
 
-    /// `(field, description)` pairs of the `google.rpc.BadRequest` detail of an
-    /// `INVALID_ARGUMENT` status (empty when there is none).
-    pub fn field_violations(&self) -> Vec<(String, String)> {
-        self.status().map(field_violations).unwrap_or_default()
+    /// The violated fields of an `INVALID_ARGUMENT` answer (empty otherwise).
+    pub fn field_violations(&self) -> &[FieldViolation] {
+        match self {
+            ClientError::InvalidArgument { violations, .. } => violations,
+            _ => &[],
+        }
     }
 }
 
 impl From<tonic::Status> for ClientError {
+    /// Sorts a status into its variant (`PERMISSION_DENIED` counts as `Unauthenticated`).
     fn from(s: tonic::Status) -> Self {
-        ClientError::Status(s)
+        match s.code() {
+            Code::NotFound => ClientError::NotFound(s),
+            Code::InvalidArgument => {
+                let violations = field_violations(&s);
+                ClientError::InvalidArgument { status: s, violations }
+            }
+            Code::Unauthenticated | Code::PermissionDenied => ClientError::Unauthenticated(s),
+            Code::Unavailable => ClientError::Unavailable(s),
+            Code::DeadlineExceeded => ClientError::DeadlineExceeded(s),
+            Code::FailedPrecondition => ClientError::FailedPrecondition(s),
+            _ => ClientError::Other(s),
+        }
     }
 }
 
@@ -103,29 +192,35 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-fn field_violations(status: &tonic::Status) -> Vec<(String, String)> {
+fn field_violations(status: &tonic::Status) -> Vec<FieldViolation> {
     status
         .get_details_bad_request()
-        .map(|br| br.field_violations.into_iter().map(|v| (v.field, v.description)).collect())
+        .map(|br| {
+            br.field_violations
+                .into_iter()
+                .map(|v| FieldViolation { field: v.field, description: v.description })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-/// `CODE: message (field: description; …)`.
+/// `CODE: message`, or for field violations `CODE: field: description; …` (each said once:
+/// the server's message usually repeats the violations, so it is left out when there are any).
 struct StatusLine<'a>(&'a tonic::Status);
 
 impl fmt::Display for StatusLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         write!(f, "{}", code_name(s.code()))?;
-        if !s.message().is_empty() {
-            write!(f, ": {}", s.message())?;
-        }
         let violations = field_violations(s);
         if !violations.is_empty() {
-            let list: Vec<String> = violations.iter().map(|(field, desc)| format!("{field}: {desc}")).collect();
-            write!(f, " ({})", list.join("; "))?;
+            let list: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
+            write!(f, ": {}", list.join("; "))
+        } else if !s.message().is_empty() {
+            write!(f, ": {}", s.message())
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -166,13 +261,14 @@ mod tests {
             ErrorDetails::with_bad_request_violation("credentials.secret_key", "must start with sk_live_ or sk_test_");
         let status = tonic::Status::with_error_details(Code::InvalidArgument, "invalid request", details);
         let e = ClientError::from(status);
-        assert_eq!(
-            e.to_string(),
-            "INVALID_ARGUMENT: invalid request (credentials.secret_key: must start with sk_live_ or sk_test_)"
-        );
+        assert_eq!(e.to_string(), "INVALID_ARGUMENT: credentials.secret_key: must start with sk_live_ or sk_test_");
         assert_eq!(
             e.field_violations(),
-            vec![("credentials.secret_key".to_string(), "must start with sk_live_ or sk_test_".to_string())]
+            &[FieldViolation {
+                field: "credentials.secret_key".to_string(),
+                description: "must start with sk_live_ or sk_test_".to_string()
+            }]
         );
+        assert!(matches!(e, ClientError::InvalidArgument { .. }));
     }
 }

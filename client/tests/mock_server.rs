@@ -32,6 +32,8 @@ struct State {
     delay: HashMap<String, Duration>,
     /// What WatchBackfill streams.
     watch: Vec<BackfillJob>,
+    /// Base URL of the integrations' `webhook_receiver` in ListIntegrations (default capydb.dev).
+    receiver_base: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -95,9 +97,9 @@ fn integration(project: &str, provider: i32) -> Integration {
         secret_key_hint: "sk_test_…a1b2".into(),
         webhook_receiver: format!("https://capydb.dev/api/capydb/v1/integrations/clerk/webhook/{project}"),
         created_at: Some(prost_types::Timestamp { seconds: 1_717_000_000, nanos: 0 }),
-        updated_at: None,
         database_target: "db:5432/app".into(),
         mode: SyncMode::Live as i32,
+        ..Default::default()
     }
 }
 
@@ -209,7 +211,18 @@ impl Service<http::Request<Body>> for Mock {
                 let p = r.into_inner().project_id;
                 let all =
                     vec![integration("p1", Provider::Clerk as i32), integration("p2", Provider::BetterAuth as i32)];
-                let integrations = all.into_iter().filter(|i| p.is_empty() || i.project_id == p).collect();
+                let base = m.0.lock().unwrap().receiver_base.clone();
+                let integrations = all
+                    .into_iter()
+                    .filter(|i| p.is_empty() || i.project_id == p)
+                    .map(|mut i| {
+                        if let Some(b) = &base {
+                            i.webhook_receiver =
+                                format!("{b}/api/capydb/v1/integrations/clerk/webhook/{}", i.project_id);
+                        }
+                        i
+                    })
+                    .collect();
                 Ok(tonic::Response::new(ListIntegrationsResponse { integrations }))
             }),
             "DeleteIntegration" => unary(req, move |r: tonic::Request<DeleteIntegrationRequest>| async move {
@@ -278,7 +291,7 @@ async fn sends_bearer_token_and_maps_responses() {
     let st = c.get_sync_status("p1", Provider::Clerk).await.unwrap();
     assert_eq!(st.users_total, 42);
     let i = c
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "p9".into(),
             provider: Provider::Clerk as i32,
             database_url: "postgres://u:pw@db/app".into(),
@@ -342,7 +355,7 @@ async fn deadline_exceeded_is_retried_only_for_reads() {
     assert_eq!(mock.calls("RunBackfill"), 1);
 
     mock.fail("ConfigureIntegration", 1, Code::DeadlineExceeded);
-    let err = c.configure_integration(ConfigureIntegrationRequest::default()).await.unwrap_err();
+    let err = c.configure_raw_request(ConfigureIntegrationRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert_eq!(mock.calls("ConfigureIntegration"), 1);
 }
@@ -441,8 +454,8 @@ async fn cli_end_to_end() {
 
     let (code, out, _) = run(&["status", "p1", "--provider", "clerk"]).await.unwrap();
     assert_eq!(code, 0);
-    assert!(out.contains("Mode            live"), "{out}");
-    assert!(out.contains("42 rows, 2 deleted"), "{out}");
+    assert!(out.contains("active · live"), "{out}");
+    assert!(out.contains("42 rows · 2 deleted"), "{out}");
 
     let (code, out, _) = run(&["status", "p1", "--json"]).await.unwrap();
     assert_eq!(code, 0);
@@ -451,12 +464,12 @@ async fn cli_end_to_end() {
     assert_eq!(v["webhooks"]["applied"], 5);
 
     let (code, out, err) = run(&["status", "nope"]).await.unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "NOT_FOUND has its own exit code");
     assert!(out.is_empty());
     assert_eq!(err.trim(), "error: NOT_FOUND: no clerk integration for project nope");
 
     let (code, _, err) = run(&["backfill", "p1", "--provider", "auth0"]).await.unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 6, "FAILED_PRECONDITION has its own exit code");
     assert!(err.starts_with("error: FAILED_PRECONDITION: auth0 is webhook-only"), "{err}");
 
     let (code, out, err) = run(&[
@@ -493,8 +506,26 @@ async fn cli_end_to_end() {
 
     mock.set_watch(vec![job(BackfillState::Running, 100)]);
     let (code, _, err) = run(&["watch", "p1"]).await.unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 5, "a watch cut short is the unavailable class");
     assert!(err.contains("ended the watch before the backfill finished"), "{err}");
+
+    // Usage errors under --json are JSON too.
+    let (code, _, err) = run(&["status", "--json"]).await.unwrap();
+    assert_eq!(code, 2, "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(v["error"]["code"], "INVALID_ARGUMENT");
+    assert!(v["error"]["message"].as_str().unwrap().contains("<PROJECT>"), "{v}");
+
+    // Shell completions need no server.
+    let (code, out, _) = run(&["completions", "bash"]).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("capydb-auth-sync-admin") && out.contains("send-test-webhook"),
+        "{}",
+        &out[..200.min(out.len())]
+    );
+    let (code, _, err) = run(&["completions", "tcsh"]).await.unwrap();
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
 
     // Wrong token: UNAUTHENTICATED, one line.
     let ep3 = ep.clone();
@@ -506,8 +537,127 @@ async fn cli_end_to_end() {
     })
     .await
     .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.trim(), "error: UNAUTHENTICATED: missing or invalid admin token");
+    assert_eq!(
+        err.trim(),
+        "error: UNAUTHENTICATED: check --token / CAPYDB_AUTH_SYNC_ADMIN_TOKEN: the service does not accept this admin token"
+    );
     assert!(!err.contains("wrong-token"));
+}
+
+/// A stand-in webhook receiver (HTTP/1.1 by hand, one request per connection): records each
+/// request's target and signature header, answers `status` with `body`.
+async fn start_receiver(status: u16, body: &'static str) -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed before the headers ended");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let length: usize =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < head_end + length {
+                let n = sock.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed before the body ended");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let target = head.lines().next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push((target, head.contains("svix-signature: v1,")));
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+/// Runs the CLI with owned arguments; returns (exit code, stdout, stderr).
+async fn cli_owned(ep: &str, args: Vec<String>) -> (i32, String, String) {
+    let ep = ep.to_string();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&ep, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_test_webhook_asks_for_the_receiver_and_makes_a_dry_run_by_default() {
+    let (mock, ep) = start().await;
+    let whsec = "whsec_dGVzdC1zZWNyZXQtMTIzNDU2Nzg5MA==".to_string();
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = ["send-test-webhook", "p1", "--provider", "clerk", "--secret", whsec.as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // A receiver that honours dry runs: asked from the server, `?dry_run=true`, success.
+    let (base, seen) = start_receiver(200, r#"{"status":"applied","dry_run":true}"#).await;
+    mock.0.lock().unwrap().receiver_base = Some(base.clone());
+    let (code, out, err) = cli_owned(&ep, args(&[])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run: nothing is written"), "{out}");
+    assert!(out.contains("HTTP 200"), "{out}");
+    let (target, signed) = seen.lock().unwrap()[0].clone();
+    assert_eq!(target, "/api/capydb/v1/integrations/clerk/webhook/p1?dry_run=true");
+    assert!(signed, "the delivery is signed like Svix signs it");
+    assert!(mock.calls("ListIntegrations") >= 1);
+
+    // --write: no dry-run marker.
+    let (code, out, err) = cli_owned(&ep, args(&["--write", "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dry_run"], false);
+    assert_eq!(v["http_status"], 200);
+    assert_eq!(seen.lock().unwrap()[1].0, "/api/capydb/v1/integrations/clerk/webhook/p1");
+
+    // A receiver that ignores the marker applied the event: that is reported, not hidden.
+    let (base, _) = start_receiver(200, r#"{"status":"applied"}"#).await;
+    mock.0.lock().unwrap().receiver_base = Some(base);
+    let (code, _, err) = cli_owned(&ep, args(&[])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("does not support dry runs"), "{err}");
+
+    // A refused signature: the unauthenticated class, and what to fix.
+    let (base, _) = start_receiver(401, r#"{"error":"invalid signature"}"#).await;
+    let url = format!("{base}/api/capydb/v1/integrations/clerk/webhook/p1");
+    let (code, _, err) = cli_owned(&ep, args(&["--url", &url])).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("--secret is not the webhook secret of the clerk integration"), "{err}");
+
+    // No integration of that provider: not found, before anything is sent.
+    let (code, _, err) = cli_owned(
+        &ep,
+        vec![
+            "send-test-webhook".into(),
+            "p1".into(),
+            "--provider".into(),
+            "auth0".into(),
+            "--secret".into(),
+            "0123456789abcdef0123".into(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("has no auth0 integration"), "{err}");
+    assert!(!err.contains(&whsec));
 }

@@ -28,7 +28,7 @@ async fn send_test_webhook_for_better_auth_signs_like_the_plugin_by_default_and_
     let app = TestApp::spawn().await;
     let secret = "better-auth-cli-secret-0123456789";
     app.client
-        .configure_integration(client::ConfigureIntegrationRequest {
+        .configure_raw_request(client::ConfigureIntegrationRequest {
             project_id: "bacli".into(),
             provider: client::Provider::BetterAuth as i32,
             database_url: app.project_url.clone(),
@@ -39,16 +39,23 @@ async fn send_test_webhook_for_better_auth_signs_like_the_plugin_by_default_and_
     let url = app.webhook_url("better-auth", "bacli");
     let db = app.project().await;
 
-    for extra in [&[][..], &["--better-auth-sender", "database-hooks"][..]] {
-        let mut args =
-            vec!["send-test-webhook", "bacli", "--provider", "better_auth", "--secret", secret, "--url", &url];
-        args.extend_from_slice(extra);
-        let out = run(&app, &args).await;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{extra:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("HTTP 200") && stdout.contains(r#""status":"applied""#), "{extra:?}: {stdout}");
+    // By default a dry run: verified, parsed and applied in a rolled-back transaction.
+    for write in [false, true] {
+        for sender in [&[][..], &["--better-auth-sender", "database-hooks"][..]] {
+            let mut args =
+                vec!["send-test-webhook", "bacli", "--provider", "better_auth", "--secret", secret, "--url", &url];
+            args.extend_from_slice(sender);
+            if write {
+                args.push("--write");
+            }
+            let out = run(&app, &args).await;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{sender:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("HTTP 200") && stdout.contains(r#""status":"applied""#), "{sender:?}: {stdout}");
+            assert_eq!(stdout.contains(r#""dry_run":true"#), !write, "{stdout}");
+        }
+        assert_eq!(users_table(&db).await.len(), if write { 2 } else { 0 }, "dry runs write nothing");
     }
-    assert_eq!(users_table(&db).await.len(), 2);
 
     // A wrong secret is refused.
     let out = run(

@@ -79,7 +79,7 @@ async fn five_thousand_users_all_land_with_correct_columns() {
     let clerk = fake(5_000).await;
     let app = app_for(&clerk, 500).await;
     let integration =
-        app.client.configure_integration(clerk_request("big", &app.project_url, clerk.secret_key())).await.unwrap();
+        app.client.configure_raw_request(clerk_request("big", &app.project_url, clerk.secret_key())).await.unwrap();
     assert_eq!(
         integration.state,
         client::IntegrationState::Backfilling as i32,
@@ -110,7 +110,7 @@ async fn users_created_and_deleted_during_the_backfill_end_exactly_as_at_clerk()
     let clerk = fake(1_000).await;
     // First fill, then a second backfill while Clerk churns.
     let app = app_for(&clerk, 50).await;
-    app.client.configure_integration(clerk_request("churn", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("churn", &app.project_url, clerk.secret_key())).await.unwrap();
     succeeded(&app.wait_backfill_done("churn").await);
 
     let ids = clerk.user_ids();
@@ -149,7 +149,7 @@ async fn a_row_a_webhook_made_newer_keeps_the_webhook_version() {
     // Hold the first page so the webhook lands before the backfill reaches the user.
     let gate = clerk.pause_users_request(2);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             credentials: Some(Credentials {
                 secret_key: clerk.secret_key().into(),
                 webhook_signing_secret: whsec.clone(),
@@ -192,7 +192,7 @@ async fn the_rate_limit_is_respected() {
         ..Default::default()
     })
     .await;
-    app.client.configure_integration(clerk_request("rl", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("rl", &app.project_url, clerk.secret_key())).await.unwrap();
     let job = app.wait_backfill_done("rl").await;
     succeeded(&job);
     assert_eq!(job.users_written, 400);
@@ -214,7 +214,7 @@ async fn retry_after_5xx_timeouts_and_truncated_bodies_are_retried() {
     .await;
     // Request 1 is the key check; faults hit the backfill's pages.
     let gate = clerk.pause_users_request(2);
-    app.client.configure_integration(clerk_request("flaky", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("flaky", &app.project_url, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
     clerk.inject_faults([
         Fault::Status(429),
@@ -240,7 +240,7 @@ async fn a_rejected_key_fails_the_job_at_once_with_a_clear_message() {
     let clerk = fake(50).await;
     let app = app_for(&clerk, 10).await;
     let gate = clerk.pause_users_request(2);
-    app.client.configure_integration(clerk_request("revoked", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("revoked", &app.project_url, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
     clerk.inject_fault(Fault::Status(401));
     gate.release();
@@ -270,7 +270,7 @@ async fn a_killed_server_resumes_the_backfill_from_its_checkpoint() {
     let app = TestApp::spawn_with(opts(&clerk)).await;
     // Request 1 = key check, 2..=7 = pages 1..6; page 7 is held while the server dies.
     let gate = clerk.pause_users_request(8);
-    app.client.configure_integration(clerk_request("crash", &project, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("crash", &project, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
     let ctl = connect(&control).await;
     // The writer runs one page behind the fetcher; wait until page 6 is committed.
@@ -316,7 +316,7 @@ async fn two_replicas_run_one_backfill() {
     let a = TestApp::spawn_with(opts()).await;
     let b = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(3);
-    a.client.configure_integration(clerk_request("rep", &project, clerk.secret_key())).await.unwrap();
+    a.client.configure_raw_request(clerk_request("rep", &project, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
     let (ja, jb) =
         tokio::join!(a.client.run_backfill("rep", Provider::Clerk), b.client.run_backfill("rep", Provider::Clerk));
@@ -346,7 +346,7 @@ async fn two_replicas_run_one_backfill() {
 async fn a_deletion_no_webhook_saw_is_repaired_by_the_next_backfill() {
     let clerk = fake(80).await;
     let app = app_for(&clerk, 30).await;
-    app.client.configure_integration(clerk_request("repair", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("repair", &app.project_url, clerk.secret_key())).await.unwrap();
     succeeded(&app.wait_backfill_done("repair").await);
     let ids = clerk.user_ids();
     let gone: Vec<String> = [3usize, 31, 79].iter().map(|&i| ids[i].clone()).collect();
@@ -372,7 +372,7 @@ async fn watch_backfill_streams_increasing_progress_until_a_terminal_state() {
     // watcher is sure to see the job mid-way.
     let start = clerk.pause_users_request(2);
     let midway = clerk.pause_users_request(9);
-    app.client.configure_integration(clerk_request("watch", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("watch", &app.project_url, clerk.secret_key())).await.unwrap();
     let mut stream = app.client.watch_backfill("watch", Provider::Clerk).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(BackfillState::try_from(first.state).unwrap(), BackfillState::Queued | BackfillState::Running));
@@ -403,7 +403,7 @@ async fn watch_backfill_streams_increasing_progress_until_a_terminal_state() {
 async fn webhook_only_providers_have_no_backfill() {
     let app = TestApp::spawn().await;
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "a0".into(),
             provider: Provider::Auth0 as i32,
             database_url: app.project_url.clone(),
@@ -427,7 +427,7 @@ async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
     let whsec = new_whsec();
     let gate = clerk.pause_users_request(4);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             credentials: Some(Credentials {
                 secret_key: clerk.secret_key().into(),
                 webhook_signing_secret: whsec.clone(),
@@ -469,7 +469,7 @@ async fn a_project_database_outage_fails_the_backfill_instead_of_hanging_and_a_r
     let mut proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
     let gate = clerk.pause_users_request(4);
     app.client
-        .configure_integration(clerk_request("outage", &proxy.url_through(&app.project_url), clerk.secret_key()))
+        .configure_raw_request(clerk_request("outage", &proxy.url_through(&app.project_url), clerk.secret_key()))
         .await
         .unwrap();
     gate.wait_arrived().await;
@@ -491,7 +491,7 @@ async fn a_clerk_backfill_leaves_other_providers_rows_alone() {
     let app = app_for(&clerk, 25).await;
     let secret = "better-auth-shared-secret-1234";
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "mixed".into(),
             provider: Provider::BetterAuth as i32,
             database_url: app.project_url.clone(),
@@ -505,7 +505,7 @@ async fn a_clerk_backfill_leaves_other_providers_rows_alone() {
     let req = client::SignedRequest::better_auth(secret, body.into_bytes());
     assert_eq!(app.send(&app.webhook_url("better-auth", "mixed"), &req).await.0, 200);
 
-    app.client.configure_integration(clerk_request("mixed", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("mixed", &app.project_url, clerk.secret_key())).await.unwrap();
     let job = app.wait_backfill_done("mixed").await;
     succeeded(&job);
     assert_eq!(job.deletions_reconciled, 0);
@@ -519,11 +519,11 @@ async fn a_new_database_url_supersedes_the_running_backfill() {
     let clerk = fake(500).await;
     let app = app_for(&clerk, 50).await;
     let gate = clerk.pause_users_request(4);
-    app.client.configure_integration(clerk_request("move", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("move", &app.project_url, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
     let old_job = app.client.get_sync_status("move", Provider::Clerk).await.unwrap().current_backfill.unwrap();
     let new_db = new_project_db().await;
-    app.client.configure_integration(clerk_request("move", &new_db, "")).await.unwrap();
+    app.client.configure_raw_request(clerk_request("move", &new_db, "")).await.unwrap();
     gate.release();
     let job = app.wait_backfill_done("move").await;
     assert_ne!(job.id, old_job.id, "a new job fills the new database");
@@ -548,7 +548,7 @@ async fn a_crowded_millisecond_with_churn_never_soft_deletes_a_live_user() {
     let ids: Vec<String> =
         (0..25).map(|_| clerk.create_user_at(1_700_000_000_000)["id"].as_str().unwrap().to_string()).collect();
     let app = app_for(&clerk, 10).await;
-    app.client.configure_integration(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
     succeeded(&app.wait_backfill_done("crowd").await);
     // Second backfill: the first user of the millisecond is deleted just before the page at
     // offset 10, which shifts every later user by one place.

@@ -254,7 +254,6 @@ impl TestApp {
             keyring,
             vec![SecretString::from(TEST_TOKEN.to_string())],
         );
-        settings.public_base_url = "https://capydb.test".into();
         settings.clerk.api_url = o.clerk_url.unwrap_or_else(|| "http://127.0.0.1:9".into());
         settings.clerk.retry_base = Duration::from_millis(20);
         settings.clerk.timeout = Duration::from_secs(5);
@@ -263,13 +262,14 @@ impl TestApp {
         settings.backfill.lease_ttl = Duration::from_secs(2);
         settings.shutdown_grace = Duration::from_secs(5);
         settings.project_db.connect_timeout = Duration::from_secs(2);
-        (o.tweak)(&mut settings);
-
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr, metrics_addr) =
             (grpc.local_addr().unwrap(), http.local_addr().unwrap(), metrics.local_addr().unwrap());
+        // The receiver URLs the API hands out point at this test server, as dev mode's do.
+        settings.public_base_url = format!("http://{http_addr}");
+        (o.tweak)(&mut settings);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app::run(
             settings.clone(),
@@ -340,7 +340,7 @@ impl TestApp {
     /// Configures a live Clerk integration (webhook secret only, no backfill).
     pub async fn configure_clerk_webhooks(&self, project: &str, whsec: &str) -> client::Integration {
         self.client
-            .configure_integration(client::ConfigureIntegrationRequest {
+            .configure_raw_request(client::ConfigureIntegrationRequest {
                 project_id: project.into(),
                 provider: client::Provider::Clerk as i32,
                 database_url: self.project_url.clone(),
@@ -563,7 +563,7 @@ impl TestApp {
     /// Configures a live Clerk integration on another database.
     pub async fn configure_clerk_on(&self, project: &str, whsec: &str, database_url: &str) -> client::Integration {
         self.client
-            .configure_integration(client::ConfigureIntegrationRequest {
+            .configure_raw_request(client::ConfigureIntegrationRequest {
                 project_id: project.into(),
                 provider: client::Provider::Clerk as i32,
                 database_url: database_url.into(),

@@ -27,7 +27,7 @@ fn clerk_user(id: &str, v: i64) -> Value {
 
 async fn configure_on(app: &TestApp, project: &str, provider: Provider, secret: &str, db: &str) {
     app.client
-        .configure_integration(client::ConfigureIntegrationRequest {
+        .configure_raw_request(client::ConfigureIntegrationRequest {
             project_id: project.into(),
             provider: provider as i32,
             database_url: db.into(),

@@ -14,10 +14,8 @@ fn clerk_request(project: &str, db: &str, secret_key: &str, whsec: &str) -> Conf
 }
 
 fn status_of(e: ClientError) -> tonic::Status {
-    match e {
-        ClientError::Status(s) => s,
-        other => panic!("expected a gRPC status, got {other}"),
-    }
+    let text = e.to_string();
+    e.into_status().unwrap_or_else(|| panic!("expected a gRPC status, got {text}"))
 }
 
 async fn fake_clerk(users: usize) -> FakeClerk {
@@ -32,12 +30,12 @@ async fn configure_status_list_delete_round_trip() {
     let key = clerk.secret_key().to_string();
 
     let integration =
-        app.client.configure_integration(clerk_request("proj_1", &app.project_url, &key, &whsec)).await.unwrap();
+        app.client.configure_raw_request(clerk_request("proj_1", &app.project_url, &key, &whsec)).await.unwrap();
     assert_eq!(integration.project_id, "proj_1");
     assert_eq!(integration.provider, Provider::Clerk as i32);
     assert!(integration.has_credentials && integration.has_webhook_secret);
     assert_eq!(integration.secret_key_hint, format!("sk_test_…{}", &key[key.len() - 4..]));
-    assert_eq!(integration.webhook_receiver, "https://capydb.test/api/capydb/v1/integrations/clerk/webhook/proj_1");
+    assert_eq!(integration.webhook_receiver, app.webhook_url("clerk", "proj_1"));
     assert!(integration.created_at.is_some() && integration.updated_at.is_some());
 
     let status = app.client.get_sync_status("proj_1", Provider::Unspecified).await.unwrap();
@@ -72,7 +70,7 @@ async fn partial_update_keeps_stored_secrets() {
     let clerk = fake_clerk(0).await;
     let app = TestApp::spawn_with(TestOptions { clerk_url: Some(clerk.url()), ..Default::default() }).await;
     let key = clerk.secret_key().to_string();
-    let first = app.client.configure_integration(clerk_request("p2", &app.project_url, &key, "")).await.unwrap();
+    let first = app.client.configure_raw_request(clerk_request("p2", &app.project_url, &key, "")).await.unwrap();
     assert!(first.has_credentials && !first.has_webhook_secret);
     app.wait_backfill_done("p2").await;
     let status = app.client.get_sync_status("p2", Provider::Clerk).await.unwrap();
@@ -81,7 +79,7 @@ async fn partial_update_keeps_stored_secrets() {
 
     // Add the webhook secret later without resending the key or the database URL.
     let whsec = new_whsec();
-    let second = app.client.configure_integration(clerk_request("p2", "", "", &whsec)).await.unwrap();
+    let second = app.client.configure_raw_request(clerk_request("p2", "", "", &whsec)).await.unwrap();
     assert_eq!(second.id, first.id);
     assert!(second.has_credentials && second.has_webhook_secret);
     assert_eq!(second.secret_key_hint, first.secret_key_hint);
@@ -142,7 +140,7 @@ async fn every_validation_rule_names_the_field() {
         ),
     ];
     for (request, field) in cases {
-        let status = status_of(app.client.configure_integration(request.clone()).await.unwrap_err());
+        let status = status_of(app.client.configure_raw_request(request.clone()).await.unwrap_err());
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
         let details = status.get_error_details();
         let violations = details.bad_request().expect("field violations attached").field_violations.clone();
@@ -157,7 +155,7 @@ async fn a_rejected_clerk_key_is_a_clear_invalid_argument() {
     let clerk = fake_clerk(0).await;
     let app = TestApp::spawn_with(TestOptions { clerk_url: Some(clerk.url()), ..Default::default() }).await;
     let req = clerk_request("p", &app.project_url, "sk_test_wrongkeywrongkey", "");
-    let status = status_of(app.client.configure_integration(req).await.unwrap_err());
+    let status = status_of(app.client.configure_raw_request(req).await.unwrap_err());
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("Clerk rejected"), "{}", status.message());
     let violations = status.get_error_details().bad_request().unwrap().field_violations.clone();
@@ -326,7 +324,7 @@ async fn a_users_table_of_another_shape_is_a_failed_precondition() {
         .await
         .unwrap();
     let err =
-        app.client.configure_integration(clerk_request("p", &app.project_url, "", &new_whsec())).await.unwrap_err();
+        app.client.configure_raw_request(clerk_request("p", &app.project_url, "", &new_whsec())).await.unwrap_err();
     let status = status_of(err);
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
@@ -342,7 +340,7 @@ async fn an_unreachable_project_database_is_unavailable() {
     let app = TestApp::spawn().await;
     let dead = "postgres://postgres:pw-should-not-leak@127.0.0.1:9/nope";
     let status =
-        status_of(app.client.configure_integration(clerk_request("p", dead, "", &new_whsec())).await.unwrap_err());
+        status_of(app.client.configure_raw_request(clerk_request("p", dead, "", &new_whsec())).await.unwrap_err());
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(!status.message().contains("pw-should-not-leak"));
     assert_no_leaks(&app, &["pw-should-not-leak"]).await;
@@ -464,7 +462,7 @@ async fn project_databases_can_require_tls() {
         // must fail clearly instead of silently falling back to plaintext.
         let app = TestApp::spawn().await;
         let url = format!("{}?sslmode=require", app.project_url);
-        let err = app.client.configure_integration(clerk_request("tls", &url, "", &new_whsec())).await.unwrap_err();
+        let err = app.client.configure_raw_request(clerk_request("tls", &url, "", &new_whsec())).await.unwrap_err();
         assert_eq!(status_of(err).code(), Code::Unavailable);
         return;
     }
@@ -519,7 +517,7 @@ async fn an_unreachable_clerk_api_is_unavailable_and_stores_nothing() {
     // TestApp points CLERK_API_URL at a closed port unless told otherwise.
     let app = TestApp::spawn().await;
     let req = clerk_request("noclerk", &app.project_url, "sk_test_0123456789abcdef", "");
-    let status = status_of(app.client.configure_integration(req).await.unwrap_err());
+    let status = status_of(app.client.configure_raw_request(req).await.unwrap_err());
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("Clerk"), "{}", status.message());
     assert!(app.client.list_integrations(None).await.unwrap().is_empty());

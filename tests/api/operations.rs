@@ -151,7 +151,7 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     let app = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(5);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "handover".into(),
             provider: Provider::Clerk as i32,
             database_url: project.clone(),
@@ -193,7 +193,7 @@ async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
     .await;
     let gate = clerk.pause_users_request(3);
     app.client
-        .configure_integration(ConfigureIntegrationRequest {
+        .configure_raw_request(ConfigureIntegrationRequest {
             project_id: "drain".into(),
             provider: Provider::Clerk as i32,
             database_url: app.project_url.clone(),
@@ -298,4 +298,41 @@ async fn during_the_drain_period_health_is_not_serving_and_deliveries_still_appl
     let body =
         clerk_event("user.created", serde_json::json!({"id": "user_late", "object": "user", "updated_at": 1}), 1);
     assert_eq!(app.send_clerk("drainhealth", &whsec, &body).await.0, 200, "in-flight traffic is still served");
+}
+
+#[tokio::test]
+async fn metrics_export_the_webhook_latency_as_a_histogram_after_deliveries_and_a_backfill() {
+    let clerk = FakeClerk::start(FakeClerkConfig { users: 30, rate_limit: None, ..Default::default() }).await.unwrap();
+    let app = TestApp::spawn_with(TestOptions { clerk_url: Some(clerk.url()), ..Default::default() }).await;
+    let whsec = new_whsec();
+    app.client
+        .configure_integration("metered", Provider::Clerk)
+        .database_url(app.project_url.clone())
+        .secret_key(clerk.secret_key())
+        .webhook_signing_secret(whsec.clone())
+        .await
+        .unwrap();
+    assert_eq!(app.wait_backfill_done("metered").await.state, BackfillState::Succeeded as i32);
+    let user = serde_json::json!({"id": "user_metered", "object": "user", "created_at": 1, "updated_at": 1,
+        "email_addresses": [], "primary_email_address_id": null});
+    let (status, body) = app.send_clerk("metered", &whsec, &clerk_event("user.created", user, 1)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let text = app.metrics().await;
+    let bucket = "capydb_auth_sync_webhook_duration_seconds_bucket{";
+    for le in ["0.001", "15", "+Inf"] {
+        assert!(text.lines().any(|l| l.starts_with(bucket) && l.contains(&format!("le=\"{le}\""))), "le={le}\n{text}");
+    }
+    assert!(text.contains("# TYPE capydb_auth_sync_webhook_duration_seconds histogram"), "{text}");
+    assert!(!text.contains("capydb_auth_sync_webhook_duration_seconds{quantile"), "still a summary:\n{text}");
+    for series in [
+        "capydb_auth_sync_webhook_duration_seconds_count",
+        "capydb_auth_sync_webhook_duration_seconds_sum",
+        "capydb_auth_sync_webhook_deliveries_total{",
+        "capydb_auth_sync_backfill_users_total{stage=\"fetched\"}",
+        "capydb_auth_sync_backfill_users_total{stage=\"written\"}",
+        "capydb_auth_sync_backfills_running",
+    ] {
+        assert!(text.contains(series), "missing {series}\n{text}");
+    }
 }

@@ -35,7 +35,7 @@ fn new_secret(prefix: &str) -> String {
 
 async fn configure(app: &TestApp, project: &str, provider: Provider, secret: &str) -> client::Integration {
     app.client
-        .configure_integration(client::ConfigureIntegrationRequest {
+        .configure_raw_request(client::ConfigureIntegrationRequest {
             project_id: project.into(),
             provider: provider as i32,
             database_url: app.project_url.clone(),

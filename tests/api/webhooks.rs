@@ -327,7 +327,7 @@ async fn a_backfill_only_integration_has_no_webhook_endpoint() {
     let clerk = FakeClerk::start(FakeClerkConfig::default()).await.unwrap();
     let app = TestApp::spawn_with(TestOptions { clerk_url: Some(clerk.url()), ..Default::default() }).await;
     app.client
-        .configure_integration(client::ConfigureIntegrationRequest {
+        .configure_raw_request(client::ConfigureIntegrationRequest {
             project_id: "bfo".into(),
             provider: client::Provider::Clerk as i32,
             database_url: app.project_url.clone(),

@@ -6,13 +6,13 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use capydb_auth_sync_client::display::{backfill_job_json, backfill_job_text, backfill_state_str, is_terminal};
+use capydb_auth_sync_client::display::{backfill_state_str, is_terminal};
 use capydb_auth_sync_client::{AuthSyncClient, BackfillJob, BackfillState, Provider, ProviderArg};
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tonic::Code;
 
-use super::{out, out_json, provider_or_unspecified, CliError, Ctx};
+use super::{exit, out, out_json, provider_or_unspecified, render, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,10 +26,6 @@ pub struct Args {
     /// Follow the backfill until it ends, with a progress bar.
     #[arg(long)]
     watch: bool,
-
-    /// Print the job as JSON (with --watch: only the final state).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,10 +36,6 @@ pub struct WatchArgs {
     /// Auth provider (may be omitted when the project has one integration).
     #[arg(long, short = 'p', value_name = "P")]
     provider: Option<ProviderArg>,
-
-    /// Print the final job as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
@@ -51,10 +43,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
     let client = ctx.client().await?;
     let job = client.run_backfill(args.project.clone(), provider).await?;
     if !args.watch {
-        if args.json {
-            out_json(&backfill_job_json(&job));
+        if ctx.json {
+            out_json(&job);
         } else {
-            out(&backfill_job_text(&job));
+            out(&render::backfill_job(&job));
             if !is_terminal(job.state) {
                 out(&format!(
                     "Follow it with: capydb-auth-sync-admin watch {}{}",
@@ -70,26 +62,26 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
     } else {
         provider
     };
-    if !args.json && !std::io::stderr().is_terminal() {
+    if !ctx.json && !std::io::stderr().is_terminal() {
         eprintln!("backfill {} of project {}: {}", job.id, job.project_id, backfill_state_str(job.state));
     }
-    let last = follow(&client, &args.project, provider, Some(job), args.json).await?;
-    finish(&last, args.json)
+    let last = follow(&client, &args.project, provider, Some(job), ctx.json).await?;
+    finish(&last, ctx.json)
 }
 
 pub async fn run_watch(ctx: &Ctx, args: WatchArgs) -> Result<ExitCode, CliError> {
     let client = ctx.client().await?;
     let provider = provider_or_unspecified(args.provider);
-    let last = follow(&client, &args.project, provider, None, args.json).await?;
-    finish(&last, args.json)
+    let last = follow(&client, &args.project, provider, None, ctx.json).await?;
+    finish(&last, ctx.json)
 }
 
 /// Prints the final summary; FAILED and CANCELLED exit non-zero.
 fn finish(job: &BackfillJob, json: bool) -> Result<ExitCode, CliError> {
     if json {
-        out_json(&backfill_job_json(job));
+        out_json(job);
     } else {
-        out(&backfill_job_text(job));
+        out(&render::backfill_job(job));
     }
     match BackfillState::try_from(job.state) {
         Ok(BackfillState::Failed) => {
@@ -148,9 +140,12 @@ async fn follow(
                 None => {
                     bar.finish();
                     let state = last.as_ref().map_or_else(|| "unknown".to_string(), |j| backfill_state_str(j.state));
-                    return Err(CliError::Message(format!(
-                        "the server ended the watch before the backfill finished (last state: {state})"
-                    )));
+                    return Err(CliError::Failed {
+                        exit: exit::UNAVAILABLE,
+                        message: format!(
+                            "the server ended the watch before the backfill finished (last state: {state})"
+                        ),
+                    });
                 }
             }
         };
@@ -195,13 +190,7 @@ impl Bar {
             pb.set_length(job.users_expected.max(job.users_fetched) as u64);
         }
         pb.set_position(job.users_fetched.max(0) as u64);
-        pb.set_message(format!(
-            "{} · pages {} · written {} · stale {}",
-            backfill_state_str(job.state),
-            job.pages,
-            job.users_written,
-            job.users_stale
-        ));
+        pb.set_message(counters(job));
     }
 
     fn note(&self, msg: &str) {
@@ -219,12 +208,50 @@ impl Bar {
     }
 }
 
+/// The counters the progress display shows next to the fetched count.
+fn counters(job: &BackfillJob) -> String {
+    format!("{} written · {} unchanged", job.users_written, job.users_stale)
+}
+
+/// At most 80 columns: the spinner line is short; the bar takes what the terminal has left
+/// (`wide_bar`) after the fixed parts, and the counters go on a second line.
+const SPINNER_TEMPLATE: &str = "{spinner} {pos} users fetched · {msg} · {elapsed}";
+const BAR_TEMPLATE: &str = "{spinner} [{wide_bar}] {percent:>3}% {elapsed:>4}\n  {pos}/{len} users fetched · {msg}";
+
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {pos} users fetched  {msg}  [{elapsed}]").expect("valid progress template")
+    ProgressStyle::with_template(SPINNER_TEMPLATE).expect("valid progress template")
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} [{bar:36}] {pos}/{len} users ({percent}%)  {msg}  [{elapsed}, eta {eta}]")
-        .expect("valid progress template")
-        .progress_chars("=> ")
+    ProgressStyle::with_template(BAR_TEMPLATE).expect("valid progress template").progress_chars("=> ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The templates filled in the way indicatif fills them, with 7-digit counts (a
+    /// 9,999,999-user instance) and a 4-character elapsed time: every line fits 80 columns
+    /// (`wide_bar` takes only what the fixed parts leave).
+    #[test]
+    fn progress_lines_fit_80_columns() {
+        let job = BackfillJob { users_written: 9_999_999, users_stale: 9_999_999, ..Default::default() };
+        let fill = |template: &str| {
+            template
+                .replace("{spinner}", "⠁")
+                .replace("{pos}", "9999999")
+                .replace("{len}", "9999999")
+                .replace("{percent:>3}", "100")
+                .replace("{elapsed:>4}", " 59m")
+                .replace("{elapsed}", "59m")
+                .replace("{wide_bar}", "")
+                .replace("{msg}", &counters(&job))
+        };
+        for line in fill(SPINNER_TEMPLATE).lines().chain(fill(BAR_TEMPLATE).lines()) {
+            assert!(!line.contains('{'), "unfilled placeholder in {line:?}");
+            assert!(line.chars().count() <= 80, "{} columns: {line}", line.chars().count());
+        }
+        let bar_line = fill(BAR_TEMPLATE).lines().next().unwrap().chars().count();
+        assert!(bar_line <= 40, "the bar keeps at least half of an 80-column line");
+    }
 }

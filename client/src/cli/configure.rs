@@ -1,15 +1,13 @@
-//! Owns `configure PROJECT --provider P …`: builds a ConfigureIntegrationRequest from flags
-//! (secrets preferably from the environment), prints the integration and the webhook receiver
-//! URL with what to do with it in the provider's dashboard.
+//! Owns `configure PROJECT --provider P …`: ConfigureIntegration from flags (secrets from the
+//! environment or stdin, `-`), prints the integration and the webhook receiver URL with what to
+//! do with it in the provider's dashboard.
 
 use std::process::ExitCode;
 
-use capydb_auth_sync_client::display::{integration_json, integration_text};
-use capydb_auth_sync_client::{
-    ConfigureIntegrationRequest, Credentials, Integration, IntegrationState, Provider, ProviderArg,
-};
+use capydb_auth_sync_client::{Integration, IntegrationState, Provider, ProviderArg};
 
-use super::{out, out_json, CliError, Ctx};
+use super::secrets::Stdin;
+use super::{out, out_json, render, CliError, Ctx};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,46 +18,42 @@ pub struct Args {
     #[arg(long, short = 'p', value_name = "P")]
     provider: ProviderArg,
 
-    /// The project's Postgres URL (required the first time; omitted keeps the stored one).
+    /// The project's Postgres URL (required the first time; omitted keeps the stored one; `-`
+    /// reads it from stdin).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     database_url: Option<String>,
 
-    /// Clerk secret key (sk_live_… / sk_test_…). Prefer the environment variable.
+    /// Clerk secret key (sk_live_… / sk_test_…). Prefer the environment variable (or `-`:
+    /// stdin).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_SECRET_KEY", hide_env_values = true, value_name = "K")]
     secret_key: Option<String>,
 
     /// Webhook secret: Clerk's signing secret (whsec_…), or the Auth0 / Better Auth shared
-    /// secret (at least 16 characters). Prefer the environment variable.
+    /// secret (at least 16 characters). Prefer the environment variable (or `-`: stdin).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_WEBHOOK_SECRET", hide_env_values = true, value_name = "S")]
     webhook_secret: Option<String>,
-
-    /// Print the integration as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
-pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
+pub async fn run(ctx: &Ctx, args: Args, stdin: &mut Stdin) -> Result<ExitCode, CliError> {
     let provider = args.provider.provider();
-    let clean = |s: Option<String>| s.map(|v| v.trim().to_string()).unwrap_or_default();
-    let request = ConfigureIntegrationRequest {
-        project_id: args.project.clone(),
-        provider: provider as i32,
-        database_url: clean(args.database_url),
-        credentials: Some(Credentials {
-            secret_key: clean(args.secret_key),
-            webhook_signing_secret: clean(args.webhook_secret),
-        }),
-    };
+    let database_url = stdin.resolve("--database-url", args.database_url)?.unwrap_or_default();
+    let secret_key = stdin.resolve("--secret-key", args.secret_key)?.unwrap_or_default();
+    let webhook_secret = stdin.resolve("--webhook-secret", args.webhook_secret)?.unwrap_or_default();
     let client = ctx.client().await?;
-    let integration = client.configure_integration(request).await?;
-    if args.json {
-        out_json(&integration_json(&integration));
+    let integration = client
+        .configure_integration(args.project.clone(), provider)
+        .database_url(database_url)
+        .secret_key(secret_key)
+        .webhook_signing_secret(webhook_secret)
+        .await?;
+    if ctx.json {
+        out_json(&integration);
     } else {
         out(&format!(
-            "Configured {} integration of project {}.\n\n{}",
+            "Configured the {} integration of project {}.\n{}",
             args.provider,
             integration.project_id,
-            integration_text(&integration)
+            render::integration(&integration)
         ));
         out(&next_steps(provider, &integration));
     }

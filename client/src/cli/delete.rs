@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use capydb_auth_sync_client::display::{integration_json, provider_str};
+use capydb_auth_sync_client::display::provider_str;
 use capydb_auth_sync_client::ProviderArg;
 
 use super::{out, out_json, provider_or_unspecified, CliError, Ctx};
@@ -16,17 +16,13 @@ pub struct Args {
     /// Auth provider (may be omitted when the project has one integration).
     #[arg(long, short = 'p', value_name = "P")]
     provider: Option<ProviderArg>,
-
-    /// Print the deleted integration as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<ExitCode, CliError> {
     let client = ctx.client().await?;
     let deleted = client.delete_integration(args.project, provider_or_unspecified(args.provider)).await?;
-    if args.json {
-        out_json(&integration_json(&deleted));
+    if ctx.json {
+        out_json(&deleted);
     } else {
         let place =
             if deleted.database_target.is_empty() { String::new() } else { format!(" in {}", deleted.database_target) };

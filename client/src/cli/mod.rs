@@ -1,11 +1,15 @@
-//! Owns the command line of `capydb-auth-sync-admin`: global flags (endpoint, token, timeout),
-//! the subcommand list, dispatch, and the error/exit-code convention (one `error: …` line on
-//! stderr, exit 1; secrets are never printed).
+//! Owns the command line of `capydb-auth-sync-admin`: global flags (endpoint, token, timeout,
+//! `--json`), the subcommand list, dispatch, secrets read from stdin, and the error convention:
+//! one `error: …` line on stderr (a JSON object under `--json`) and an exit code per failure
+//! class (see [`exit`]). Secrets are never printed.
 
 mod backfill;
 mod configure;
 mod delete;
+mod errors;
 mod list;
+mod render;
+mod secrets;
 mod send_test_webhook;
 mod status;
 
@@ -14,15 +18,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use capydb_auth_sync_client::client::DEFAULT_ENDPOINT;
-use capydb_auth_sync_client::webhook::WebhookSendError;
-use capydb_auth_sync_client::{AuthSyncClient, ClientConfig, ClientError, Provider, ProviderArg, SigningError};
-use clap::{Parser, Subcommand};
-use tonic::Code;
+use capydb_auth_sync_client::{AuthSyncClient, ClientConfig, Provider, ProviderArg};
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+pub use errors::{exit, CliError};
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: a backfill failed or was cancelled, the receiver refused a test event, …
+  2  usage: a bad flag or argument (also INVALID_ARGUMENT from the service)
+  3  unauthenticated: missing or wrong admin token (or a test webhook's wrong --secret)
+  4  not found: no such integration (NOT_FOUND)
+  5  unavailable: the service or a database is unreachable, or no answer in time
+  6  failed precondition: the provider or the integration's state does not allow it
+
+Secrets: --secret-key, --webhook-secret, --database-url, --secret and --token also come from
+their environment variables, or from stdin when given as `-` (so they stay off argv and out of
+shell history). With --json, errors are a JSON object on stderr.";
 
 /// Administer capydb-auth-sync: connect auth providers (Clerk, Auth0, Better Auth) to a
 /// project's Postgres and watch the sync of capydb_auth.users.
 #[derive(Debug, Parser)]
-#[command(name = "capydb-auth-sync-admin", version, propagate_version = true)]
+#[command(name = "capydb-auth-sync-admin", version, propagate_version = true, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// gRPC endpoint of the service (http://… or https://…).
     #[arg(
@@ -34,13 +52,17 @@ pub struct Cli {
     )]
     endpoint: String,
 
-    /// Admin token, sent as `authorization: Bearer <token>`.
+    /// Admin token, sent as `authorization: Bearer <token>` (`-` reads it from stdin).
     #[arg(long, global = true, env = "CAPYDB_AUTH_SYNC_ADMIN_TOKEN", hide_env_values = true, value_name = "T")]
     token: Option<String>,
 
     /// Deadline of each request, in seconds.
     #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
+
+    /// Print results (and errors) as JSON.
+    #[arg(long, global = true)]
+    json: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -60,58 +82,72 @@ enum Command {
     Backfill(backfill::Args),
     /// Follow the current (or most recent) backfill of a project until it ends.
     Watch(backfill::WatchArgs),
-    /// Send a signed test `user.created` (or other) webhook to the receiver.
+    /// Send a signed test event to the integration's webhook receiver (a dry run unless --write).
     SendTestWebhook(send_test_webhook::Args),
-}
-
-/// Everything a command can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error(transparent)]
-    Signing(#[from] SigningError),
-    #[error(transparent)]
-    Webhook(#[from] WebhookSendError),
-    #[error("{0}")]
-    Message(String),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_help = "Example: capydb-auth-sync-admin completions bash > ~/.local/share/bash-completion/completions/capydb-auth-sync-admin"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line, runs the command, reports errors. Returns the exit code.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let json = cli.json;
     let has_token = cli.token.as_deref().is_some_and(|t| !t.trim().is_empty());
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            let mut line = format!("error: {err}");
-            if let CliError::Client(e) = &err {
-                if e.code() == Code::Unauthenticated && !has_token {
-                    line.push_str(" (no admin token: pass --token or set CAPYDB_AUTH_SYNC_ADMIN_TOKEN)");
-                }
-            }
-            eprintln!("{line}");
-            ExitCode::FAILURE
+            err.report(json, has_token);
+            ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// clap's own errors (exit 2); as a JSON object when `--json` is on the command line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args_os().any(|a| a == "--json");
+    if !wants_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    // The error itself is the first paragraph (clap adds usage and a hint after a blank line).
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = message.join(" ");
+    CliError::Usage(message.strip_prefix("error: ").unwrap_or(&message).to_string()).report(true, false);
+    ExitCode::from(exit::USAGE)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let timeout = Duration::try_from_secs_f64(cli.timeout)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::Message("--timeout must be a positive number of seconds".into()))?;
-    let config =
-        ClientConfig { endpoint: cli.endpoint, token: cli.token, request_timeout: timeout, ..ClientConfig::default() };
-    let ctx = Ctx { config, timeout };
+        .ok_or_else(|| CliError::Usage("--timeout must be a positive number of seconds".into()))?;
+    let mut stdin = secrets::Stdin::default();
+    let token = stdin.resolve("--token", cli.token)?;
+    let config = ClientConfig { endpoint: cli.endpoint, token, request_timeout: timeout, ..ClientConfig::default() };
+    let ctx = Ctx { config, timeout, json: cli.json };
     match cli.command {
-        Command::Configure(args) => configure::run(&ctx, args).await,
+        Command::Configure(args) => configure::run(&ctx, args, &mut stdin).await,
         Command::Status(args) => status::run(&ctx, args).await,
         Command::List(args) => list::run(&ctx, args).await,
         Command::Delete(args) => delete::run(&ctx, args).await,
         Command::Backfill(args) => backfill::run(&ctx, args).await,
         Command::Watch(args) => backfill::run_watch(&ctx, args).await,
-        Command::SendTestWebhook(args) => send_test_webhook::run(&ctx, args).await,
+        Command::SendTestWebhook(args) => send_test_webhook::run(&ctx, args, &mut stdin).await,
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "capydb-auth-sync-admin", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -119,6 +155,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 pub struct Ctx {
     config: ClientConfig,
     timeout: Duration,
+    json: bool,
 }
 
 impl Ctx {
@@ -144,9 +181,9 @@ fn out(text: &str) {
     let _ = stdout.flush();
 }
 
-/// Pretty JSON to stdout.
-fn out_json(v: &serde_json::Value) {
-    out(&serde_json::to_string_pretty(v).expect("a serde_json::Value always serializes"));
+/// Pretty JSON of any serializable value (the generated messages included) to stdout.
+fn out_json<T: serde::Serialize + ?Sized>(v: &T) {
+    out(&serde_json::to_string_pretty(v).expect("the generated messages always serialize"));
 }
 
 #[cfg(test)]
@@ -167,11 +204,32 @@ mod tests {
             vec!["x", "delete", "p1"],
             vec!["x", "backfill", "p1", "--watch"],
             vec!["x", "send-test-webhook", "p1", "--provider", "better-auth", "--secret", "s"],
+            vec![
+                "x",
+                "send-test-webhook",
+                "p1",
+                "--provider",
+                "clerk",
+                "--secret",
+                "-",
+                "--write",
+                "--url",
+                "http://h",
+            ],
             vec!["x", "--endpoint", "http://h:1", "--token", "t", "configure", "p1", "--provider", "auth0"],
             vec!["x", "status", "p1", "--endpoint", "http://h:1"],
+            vec!["x", "completions", "bash"],
         ] {
             Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["x", "status", "p1", "--provider", "okta"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_help().to_string();
+        for needle in ["3  unauthenticated", "4  not found", "5  unavailable", "6  failed precondition", "2  usage"] {
+            assert!(help.contains(needle), "missing {needle:?} in\n{help}");
+        }
     }
 }
