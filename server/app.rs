@@ -75,7 +75,17 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
 
     // The recorder is installed even without a listener, so metric calls cost nothing extra.
     let handle = crate::metrics::install();
-    let metrics = listeners.metrics.map(|l| tokio::spawn(crate::metrics::serve(l, handle, stop.clone(), kill.clone())));
+    let metrics = listeners.metrics.map(|l| {
+        let stop = stop.clone();
+        let kill = kill.clone();
+        let limits = settings.http_limits.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = crate::metrics::serve(l, handle, limits, stop) => {}
+                _ = kill.cancelled() => {}
+            }
+        })
+    });
     let supervisor = tokio::spawn(backfills.clone().supervise());
     // The delivery path's background work stops after the listeners close, so the last
     // counters are flushed and the inbox's last parking answered.

@@ -120,6 +120,17 @@ pub struct ServeOptions {
     /// load balancers move traffic away before the listeners close.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
+    /// Open connections the webhook listener (and the metrics listener) keeps at most; beyond,
+    /// new connections wait in the backlog.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// A connection must complete a request's headers within this many milliseconds of
+    /// connecting (and each later request's headers within it), or it is closed.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_HTTP_HEADER_TIMEOUT_MS", default_value_t = 5_000)]
+    pub http_header_timeout_ms: u64,
+    /// A connection with no request in flight for this many seconds is closed.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub http_idle_timeout_secs: u64,
     /// How long a webhook delivery waits for its project database's commit before it is
     /// parked in the durable inbox and answered 202, in milliseconds.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_PROJECT_APPLY_TIMEOUT_MS", default_value_t = 4_000)]
@@ -178,6 +189,8 @@ pub struct Settings {
     pub backfill: BackfillSettings,
     pub project_db: ProjectDbSettings,
     pub ingest: crate::ingest::IngestSettings,
+    /// Defences of the HTTP listeners.
+    pub http_limits: crate::listener::ListenerLimits,
     pub webhook_body_limit: usize,
     pub webhook_timeout: Duration,
     pub grpc_timeout: Duration,
@@ -228,6 +241,7 @@ impl Settings {
             },
             project_db: ProjectDbSettings::default(),
             ingest: crate::ingest::IngestSettings::default(),
+            http_limits: crate::listener::ListenerLimits::default(),
             webhook_body_limit: 1024 * 1024,
             webhook_timeout: Duration::from_secs(10),
             grpc_timeout: Duration::from_secs(60),
@@ -316,6 +330,9 @@ impl Settings {
             return Err(invalid("CAPYDB_AUTH_SYNC_INBOX_MAX_PER_PROJECT must be at least 1"));
         }
         s.ingest.apply_timeout = Duration::from_millis(o.project_apply_timeout_ms);
+        s.http_limits.max_connections = o.http_max_connections.max(1);
+        s.http_limits.header_timeout = Duration::from_millis(o.http_header_timeout_ms.max(100));
+        s.http_limits.idle_timeout = Duration::from_secs(o.http_idle_timeout_secs.max(1));
         s.ingest.inbox_max_per_project = o.inbox_max_per_project;
         s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));

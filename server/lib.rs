@@ -15,6 +15,7 @@
 //! - `backfill`: Clerk Backend API client, paging cursor, job runner with leases;
 //! - `store`: the control database (integrations, counters, jobs, migrations);
 //! - `project_db`: pools to customers' databases; `crypto`: secrets at rest;
+//! - `listener`: the one HTTP serve loop (connection cap, header and idle deadlines, drain);
 //! - `metrics`, `local_postgres`: Prometheus exporter; a Postgres for dev mode and tests.
 pub mod app;
 pub mod backfill;
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod grpc;
 pub mod ingest;
 pub mod integrations;
+pub mod listener;
 pub mod local_postgres;
 pub mod metrics;
 pub mod project_db;

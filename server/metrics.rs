@@ -3,7 +3,6 @@
 //! once; several in-process servers (tests) share it.
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use tokio::net::TcpListener;
@@ -43,37 +42,25 @@ fn describe() {
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
 }
 
-/// Serves `GET /metrics` until shutdown.
+/// Serves `GET /metrics` until `stop`, with the same defences as every listener.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
-    shutdown: CancellationToken,
-    kill: CancellationToken,
+    limits: crate::listener::ListenerLimits,
+    stop: CancellationToken,
 ) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            _ = shutdown.cancelled() => return,
-            _ = kill.cancelled() => return,
-        };
+    let handler = move |req: http::Request<hyper::body::Incoming>| {
         let handle = handle.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let handle = handle.clone();
-                async move {
-                    let resp = if req.uri().path() == "/metrics" {
-                        http::Response::builder()
-                            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(handle.render())))
-                    } else {
-                        http::Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found")))
-                    };
-                    Ok::<_, std::convert::Infallible>(resp.expect("static response parts are valid"))
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        async move {
+            let resp = if req.uri().path() == "/metrics" {
+                http::Response::builder()
+                    .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(handle.render())))
+            } else {
+                http::Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found")))
+            };
+            resp.expect("static response parts are valid")
+        }
+    };
+    crate::listener::serve("metrics", listener, limits, handler, stop, std::time::Duration::from_secs(1)).await
 }

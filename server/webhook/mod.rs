@@ -8,8 +8,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -21,40 +19,13 @@ use error::{json, WebhookError};
 
 const WEBHOOK_PREFIX: &str = "/api/capydb/v1/integrations/";
 
-/// Accepts connections until `stop`; then stops accepting and lets in-flight requests finish
-/// (up to `grace`).
+/// Serves the webhook listener until `stop` (limits and draining: `crate::listener`).
 pub async fn serve(state: Arc<AppState>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => break,
-        };
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let watched = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = watched.await;
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("webhook requests still open after the shutdown grace period"),
-    }
+    let limits = state.settings.http_limits.clone();
+    crate::listener::serve("webhooks", listener, limits, move |req| handle(state.clone(), req), stop, grace).await
 }
 
-async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -81,7 +52,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Response
             None => WebhookError::NoRoute.into_response(),
         },
     };
-    Ok(response)
+    response
 }
 
 /// `/api/capydb/v1/integrations/{segment}/webhook/{project}` → (provider, project).

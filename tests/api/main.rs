@@ -4,6 +4,7 @@ mod helpers;
 mod backfill;
 mod ingest;
 mod lifecycle;
+mod listener;
 mod operations;
 mod providers;
 mod webhooks;
