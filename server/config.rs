@@ -120,6 +120,10 @@ pub struct ServeOptions {
     /// load balancers move traffic away before the listeners close.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
+    /// After ConfigureIntegration replaces a webhook secret, the previous one keeps verifying
+    /// for this many seconds (Svix does the same on its own rotation).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_WEBHOOK_SECRET_GRACE_SECS", default_value_t = 86_400)]
+    pub webhook_secret_grace_secs: u64,
     /// Open connections the webhook listener (and the metrics listener) keeps at most; beyond,
     /// new connections wait in the backlog.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -189,6 +193,8 @@ pub struct Settings {
     pub backfill: BackfillSettings,
     pub project_db: ProjectDbSettings,
     pub ingest: crate::ingest::IngestSettings,
+    /// How long a replaced webhook secret keeps verifying.
+    pub webhook_secret_grace: Duration,
     /// Defences of the HTTP listeners.
     pub http_limits: crate::listener::ListenerLimits,
     pub webhook_body_limit: usize,
@@ -242,6 +248,7 @@ impl Settings {
             project_db: ProjectDbSettings::default(),
             ingest: crate::ingest::IngestSettings::default(),
             http_limits: crate::listener::ListenerLimits::default(),
+            webhook_secret_grace: Duration::from_secs(86_400),
             webhook_body_limit: 1024 * 1024,
             webhook_timeout: Duration::from_secs(10),
             grpc_timeout: Duration::from_secs(60),
@@ -330,6 +337,7 @@ impl Settings {
             return Err(invalid("CAPYDB_AUTH_SYNC_INBOX_MAX_PER_PROJECT must be at least 1"));
         }
         s.ingest.apply_timeout = Duration::from_millis(o.project_apply_timeout_ms);
+        s.webhook_secret_grace = Duration::from_secs(o.webhook_secret_grace_secs);
         s.http_limits.max_connections = o.http_max_connections.max(1);
         s.http_limits.header_timeout = Duration::from_millis(o.http_header_timeout_ms.max(100));
         s.http_limits.idle_timeout = Duration::from_secs(o.http_idle_timeout_secs.max(1));

@@ -23,6 +23,9 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A concurrent change won; the caller may send the request again.
+    #[error("{0}")]
+    Aborted(String),
     /// Logged with context; answered opaquely.
     #[error("internal error: {0}")]
     Internal(String),
@@ -133,57 +136,35 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         return Err(ApiError::InvalidArgument(violations));
     }
     let (project, provider) = (project.expect("validated"), provider.expect("validated"));
-    let existing = state.store.get_integration(project.as_str(), provider).await?;
-
-    // Merge: empty fields keep the stored value; the first configuration needs the basics.
-    let is_new = existing.is_none();
-    if is_new {
-        if target.is_none() {
-            return Err(violation("database_url", "required when the integration is first configured"));
+    // Optimistic: read, merge, write only if nobody wrote in between; else read again and
+    // merge again, so concurrent Configure calls (and `rotate-keys`) both take effect.
+    let mut attempt = 0;
+    let (existing, saved) = loop {
+        attempt += 1;
+        let existing = state.store.get_integration(project.as_str(), provider).await?;
+        let row = merge(
+            state,
+            &input,
+            &project,
+            provider,
+            existing.as_ref(),
+            target.as_ref(),
+            secret_key.as_ref(),
+            webhook_secret.as_ref(),
+        )
+        .await?;
+        if let Some(saved) = state.store.save_integration(&row).await? {
+            break (existing, saved);
         }
-        if provider.supports_backfill() {
-            if secret_key.is_none() && webhook_secret.is_none() {
-                return Err(violation(
-                    "credentials.secret_key",
-                    "a Clerk integration needs a secret key (backfill) and/or a webhook signing secret (live sync)",
-                ));
-            }
-        } else if webhook_secret.is_none() {
-            return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
+        if attempt == 3 {
+            return Err(ApiError::Aborted(
+                "the integration was changed by several calls at once; send the request again".into(),
+            ));
         }
-    }
-    let keyring = &state.settings.keyring;
-    let id =
-        existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| format!("int_{}", uuid::Uuid::new_v4().simple()));
-    let mut row = existing.clone().unwrap_or_else(|| IntegrationRow {
-        id: id.clone(),
-        project_id: project.as_str().to_string(),
-        provider,
-        database_url_enc: String::new(),
-        secret_key_enc: None,
-        webhook_secret_enc: None,
-        secret_key_hint: None,
-        database_target: String::new(),
-        created_at: chrono::Utc::now(),
-        updated_at: chrono::Utc::now(),
-    });
-    let database_url = match &target {
-        Some(t) => {
-            row.database_target = t.display.clone();
-            let url = SecretString::from(input.database_url.clone());
-            row.database_url_enc = keyring.encrypt(&url, row.secret_context(fields::DATABASE_URL));
-            url
-        }
-        None => row.database_url(keyring)?,
+        tracing::debug!(project_id = %project.as_str(), attempt, "integration changed meanwhile; merging again");
     };
-
-    let checked = check_and_seal(state, &mut row, &database_url, secret_key.as_ref(), webhook_secret.as_ref()).await;
-    if checked.is_err() && is_new {
-        // Nothing was stored: do not keep a pool for an integration that does not exist.
-        state.pools.forget(&row.id);
-    }
-    checked?;
-    let saved = state.store.save_integration(&row).await?;
+    let is_new = existing.is_none();
+    let keyring = &state.settings.keyring;
     tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = is_new, "integration configured");
 
     // A new Clerk key or a new database starts a backfill: the initial fill, or a re-fill from
@@ -213,6 +194,72 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         tracing::info!(project_id = %saved.project_id, job_id = %job.id, created, "backfill queued");
     }
     Ok(saved)
+}
+
+/// The stored row (if any) with the request merged in: empty fields keep the stored value;
+/// the first configuration needs the basics. Checks what the row will use and seals secrets.
+#[allow(clippy::too_many_arguments)]
+async fn merge(
+    state: &AppState,
+    input: &ConfigureInput,
+    project: &ProjectId,
+    provider: ProviderKind,
+    existing: Option<&IntegrationRow>,
+    target: Option<&ProjectDbTarget>,
+    secret_key: Option<&ClerkSecretKey>,
+    webhook_secret: Option<&WebhookSecret>,
+) -> Result<IntegrationRow, ApiError> {
+    let is_new = existing.is_none();
+    if is_new {
+        if target.is_none() {
+            return Err(violation("database_url", "required when the integration is first configured"));
+        }
+        if provider.supports_backfill() {
+            if secret_key.is_none() && webhook_secret.is_none() {
+                return Err(violation(
+                    "credentials.secret_key",
+                    "a Clerk integration needs a secret key (backfill) and/or a webhook signing secret (live sync)",
+                ));
+            }
+        } else if webhook_secret.is_none() {
+            return Err(violation("credentials.webhook_signing_secret", "required for a webhook-only provider"));
+        }
+    }
+    let keyring = &state.settings.keyring;
+    let id =
+        existing.as_ref().map(|e| e.id.clone()).unwrap_or_else(|| format!("int_{}", uuid::Uuid::new_v4().simple()));
+    let mut row = existing.cloned().unwrap_or_else(|| IntegrationRow {
+        id: id.clone(),
+        project_id: project.as_str().to_string(),
+        provider,
+        database_url_enc: String::new(),
+        secret_key_enc: None,
+        webhook_secret_enc: None,
+        secret_key_hint: None,
+        database_target: String::new(),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        previous_webhook_secret_enc: None,
+        previous_webhook_secret_until: None,
+        version: 0,
+    });
+    let database_url = match target {
+        Some(t) => {
+            row.database_target = t.display.clone();
+            let url = SecretString::from(input.database_url.clone());
+            row.database_url_enc = keyring.encrypt(&url, row.secret_context(fields::DATABASE_URL));
+            url
+        }
+        None => row.database_url(keyring)?,
+    };
+
+    let checked = check_and_seal(state, &mut row, &database_url, secret_key, webhook_secret).await;
+    if checked.is_err() && is_new {
+        // Nothing was stored: do not keep a pool for an integration that does not exist.
+        state.pools.forget(&row.id);
+    }
+    checked?;
+    Ok(row)
 }
 
 /// Checks what the integration will use — the project database (reachable, table created or
@@ -246,6 +293,14 @@ async fn check_and_seal(
         row.secret_key_hint = Some(key.hint());
     }
     if let Some(secret) = webhook_secret {
+        // A replaced secret keeps verifying for the grace period (SPEC §8), so deliveries
+        // signed before the rotation — and the sender's retries of them — are not lost.
+        let old = row.webhook_secret(keyring)?;
+        if let Some(old) = old.filter(|o| o.expose_secret() != secret.secret().expose_secret()) {
+            row.previous_webhook_secret_enc =
+                Some(keyring.encrypt(&old, row.secret_context(fields::PREVIOUS_WEBHOOK_SECRET)));
+            row.previous_webhook_secret_until = Some(chrono::Utc::now() + state.settings.webhook_secret_grace);
+        }
         row.webhook_secret_enc = Some(keyring.encrypt(secret.secret(), row.secret_context(fields::WEBHOOK_SECRET)));
     }
     Ok(())
@@ -377,11 +432,16 @@ pub async fn rotate_keys(
             let db = row.database_url(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
             let sk = row.secret_key(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
             let wh = row.webhook_secret(keyring).map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
-            Ok((
-                keyring.encrypt(&db, row.secret_context(fields::DATABASE_URL)),
-                sk.map(|s| keyring.encrypt(&s, row.secret_context(fields::SECRET_KEY))),
-                wh.map(|s| keyring.encrypt(&s, row.secret_context(fields::WEBHOOK_SECRET))),
-            ))
+            let previous = row
+                .previous_webhook_secret(keyring)
+                .map_err(|e| format!("{} ({}): {e}", row.project_id, row.provider))?;
+            Ok(crate::store::Ciphertexts {
+                database_url: keyring.encrypt(&db, row.secret_context(fields::DATABASE_URL)),
+                secret_key: sk.map(|s| keyring.encrypt(&s, row.secret_context(fields::SECRET_KEY))),
+                webhook_secret: wh.map(|s| keyring.encrypt(&s, row.secret_context(fields::WEBHOOK_SECRET))),
+                previous_webhook_secret: previous
+                    .map(|(s, _)| keyring.encrypt(&s, row.secret_context(fields::PREVIOUS_WEBHOOK_SECRET))),
+            })
         })
         .await?;
     Ok(n)

@@ -20,6 +20,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Aborted(m) => Status::aborted(m),
             ApiError::Internal(m) => {
                 let reference = uuid::Uuid::new_v4().simple().to_string();
                 tracing::error!(error = %m, reference = %reference, "internal error");

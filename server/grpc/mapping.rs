@@ -74,6 +74,10 @@ pub fn integration(row: &IntegrationRow, state: pb::IntegrationState, public_bas
         updated_at: Some(timestamp(row.updated_at)),
         database_target: row.database_target.clone(),
         mode: mode(row) as i32,
+        previous_webhook_secret_until: row
+            .previous_webhook_secret_until
+            .filter(|until| *until > chrono::Utc::now() && row.previous_webhook_secret_enc.is_some())
+            .map(timestamp),
     }
 }
 

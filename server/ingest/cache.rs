@@ -33,6 +33,8 @@ pub struct CachedIntegration {
     pub row: IntegrationRow,
     pub provider: ProviderKind,
     pub webhook_secret: Option<SecretString>,
+    /// A replaced webhook secret that still verifies until the given time (SPEC §8).
+    pub previous_webhook_secret: Option<(SecretString, chrono::DateTime<chrono::Utc>)>,
     pub database_url: SecretString,
     /// Identifies the project database (integration id + URL fingerprint): deliveries with
     /// the same key are group-committed together.
@@ -45,12 +47,23 @@ pub struct CachedIntegration {
 impl CachedIntegration {
     fn decrypt(row: IntegrationRow, keyring: &Keyring) -> Option<Self> {
         let provider = row.provider;
-        let secrets = row.webhook_secret(keyring).and_then(|w| row.database_url(keyring).map(|u| (w, u)));
+        let secrets = row.webhook_secret(keyring).and_then(|w| {
+            let url = row.database_url(keyring)?;
+            Ok((w, url, row.previous_webhook_secret(keyring)?))
+        });
         match secrets {
-            Ok((webhook_secret, database_url)) => {
+            Ok((webhook_secret, database_url, previous_webhook_secret)) => {
                 let fingerprint = Sha256::digest(database_url.expose_secret().as_bytes());
                 let pool_key = format!("{}:{}", row.id, hex::encode(&fingerprint[..8]));
-                Some(CachedIntegration { row, provider, webhook_secret, database_url, pool_key, usable: true })
+                Some(CachedIntegration {
+                    row,
+                    provider,
+                    webhook_secret,
+                    previous_webhook_secret,
+                    database_url,
+                    pool_key,
+                    usable: true,
+                })
             }
             Err(e) => {
                 tracing::error!(project_id = %row.project_id, provider = %row.provider, error = %e, "cannot decrypt stored credentials");
@@ -59,6 +72,7 @@ impl CachedIntegration {
                     row,
                     provider,
                     webhook_secret: None,
+                    previous_webhook_secret: None,
                     database_url: SecretString::from(String::new()),
                     pool_key,
                     usable: false,
@@ -259,4 +273,6 @@ fn same_row(cached: &IntegrationRow, row: &IntegrationRow) -> bool {
         && cached.updated_at == row.updated_at
         && cached.database_url_enc == row.database_url_enc
         && cached.webhook_secret_enc == row.webhook_secret_enc
+        && cached.previous_webhook_secret_enc == row.previous_webhook_secret_enc
+        && cached.version == row.version
 }

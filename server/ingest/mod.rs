@@ -234,8 +234,14 @@ impl IngestService {
     ) -> Result<IngestOutcome, IngestError> {
         let secret = integration.webhook_secret.as_ref().ok_or(IngestError::NotFound(integration.provider))?;
         let received_at = Utc::now();
-        let delivery_id =
-            providers::verify(integration.provider, secret.expose_secret(), req.headers, req.body, received_at)?;
+        let verify = |secret: &secrecy::SecretString| {
+            providers::verify(integration.provider, secret.expose_secret(), req.headers, req.body, received_at)
+        };
+        // During a rotation's grace period the replaced secret verifies too (SPEC §8).
+        let delivery_id = verify(secret).or_else(|e| match &integration.previous_webhook_secret {
+            Some((previous, until)) if received_at < *until => verify(previous).map_err(|_| e),
+            _ => Err(e),
+        })?;
         let mut delivery = providers::parse(integration.provider, req.body, received_at)?;
         let outcome = |disposition| IngestOutcome {
             disposition,

@@ -19,6 +19,12 @@ pub struct IntegrationRow {
     pub database_target: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The webhook secret a rotation replaced, and until when it still verifies (SPEC §8).
+    pub previous_webhook_secret_enc: Option<String>,
+    pub previous_webhook_secret_until: Option<DateTime<Utc>>,
+    /// Bumped by every write; a write based on an older version is refused (no lost updates).
+    /// 0 for a row not stored yet.
+    pub version: i64,
 }
 
 impl std::fmt::Debug for IntegrationRow {
@@ -32,7 +38,8 @@ impl std::fmt::Debug for IntegrationRow {
 }
 
 const COLUMNS: &str = "id, project_id, provider, database_url_enc, secret_key_enc, webhook_secret_enc, \
-     secret_key_hint, database_target, created_at, updated_at";
+     secret_key_hint, database_target, created_at, updated_at, previous_webhook_secret_enc, \
+     previous_webhook_secret_until, version";
 
 impl IntegrationRow {
     /// The stored provider name is checked by the table (`CHECK provider IN (…)`); a name
@@ -52,6 +59,9 @@ impl IntegrationRow {
             database_target: r.get(7),
             created_at: r.get(8),
             updated_at: r.get(9),
+            previous_webhook_secret_enc: r.get(10),
+            previous_webhook_secret_until: r.get(11),
+            version: r.get(12),
         })
     }
 }
@@ -84,41 +94,50 @@ impl ControlStore {
         c.query(&sql, &[&project_id]).await?.iter().map(IntegrationRow::from_row).collect()
     }
 
-    /// Inserts or replaces the row of (project_id, provider); `created_at` and `id` survive
-    /// an update. The caller has already merged partial updates.
-    pub async fn save_integration(&self, row: &IntegrationRow) -> Result<IntegrationRow, StoreError> {
+    /// Writes the row, optimistically: a new row (`version` 0) is inserted unless (project,
+    /// provider) exists meanwhile; an existing row is updated only if it still has the
+    /// `version` it was read at. `Ok(None)`: someone else wrote first — re-read, merge again.
+    /// `created_at` and `id` survive an update; `version` goes up by one.
+    pub async fn save_integration(&self, row: &IntegrationRow) -> Result<Option<IntegrationRow>, StoreError> {
         let c = self.client().await?;
-        let sql = format!(
-            "INSERT INTO capydb_auth_sync.integrations AS i ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now()) \
-             ON CONFLICT (project_id, provider) DO UPDATE SET \
-               database_url_enc = EXCLUDED.database_url_enc, secret_key_enc = EXCLUDED.secret_key_enc, \
-               webhook_secret_enc = EXCLUDED.webhook_secret_enc, secret_key_hint = EXCLUDED.secret_key_hint, \
-               database_target = EXCLUDED.database_target, updated_at = now() \
-             RETURNING {COLUMNS}"
-        );
-        let r = c
-            .query_one(
-                &sql,
-                &[
-                    &row.id,
-                    &row.project_id,
-                    &row.provider.name(),
-                    &row.database_url_enc,
-                    &row.secret_key_enc,
-                    &row.webhook_secret_enc,
-                    &row.secret_key_hint,
-                    &row.database_target,
-                ],
-            )
-            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+            &row.id,
+            &row.project_id,
+            &row.provider.name(),
+            &row.database_url_enc,
+            &row.secret_key_enc,
+            &row.webhook_secret_enc,
+            &row.secret_key_hint,
+            &row.database_target,
+            &row.previous_webhook_secret_enc,
+            &row.previous_webhook_secret_until,
+            &row.version,
+        ];
+        let saved = if row.version == 0 {
+            let sql = format!(
+                "INSERT INTO capydb_auth_sync.integrations AS i ({COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now(), $9, $10, $11::bigint + 1) \
+                 ON CONFLICT (project_id, provider) DO NOTHING RETURNING {COLUMNS}"
+            );
+            c.query_opt(&sql, &params).await?
+        } else {
+            let sql = format!(
+                "UPDATE capydb_auth_sync.integrations SET database_url_enc = $4, secret_key_enc = $5, \
+                   webhook_secret_enc = $6, secret_key_hint = $7, database_target = $8, \
+                   previous_webhook_secret_enc = $9, previous_webhook_secret_until = $10, \
+                   version = version + 1, updated_at = now() \
+                 WHERE id = $1 AND project_id = $2 AND provider = $3 AND version = $11 RETURNING {COLUMNS}"
+            );
+            c.query_opt(&sql, &params).await?
+        };
+        let Some(r) = saved else { return Ok(None) };
         let saved = IntegrationRow::from_row(&r)?;
         c.execute(
             "INSERT INTO capydb_auth_sync.webhook_stats (integration_id) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&saved.id],
         )
         .await?;
-        Ok(saved)
+        Ok(Some(saved))
     }
 
     /// Deletes the integration (and, by cascade, its counters and job history).
@@ -127,11 +146,13 @@ impl ControlStore {
         Ok(c.execute("DELETE FROM capydb_auth_sync.integrations WHERE id = $1", &[&id]).await? == 1)
     }
 
-    /// Replaces the ciphertexts of every integration in one transaction (`rotate-keys`).
+    /// Replaces the ciphertexts of every integration in one transaction (`rotate-keys`),
+    /// bumping each row's version so a Configure that read a row before the rotation cannot
+    /// write old-key ciphertexts back (its write finds another version and merges again).
     /// `reencrypt` maps a row to its new ciphertexts.
     pub async fn reencrypt_all<F>(&self, mut reencrypt: F) -> Result<usize, StoreError>
     where
-        F: FnMut(&IntegrationRow) -> Result<(String, Option<String>, Option<String>), String>,
+        F: FnMut(&IntegrationRow) -> Result<Ciphertexts, String>,
     {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -139,10 +160,11 @@ impl ControlStore {
         let rows: Vec<IntegrationRow> =
             tx.query(&sql, &[]).await?.iter().map(IntegrationRow::from_row).collect::<Result<_, _>>()?;
         for row in &rows {
-            let (db, sk, wh) = reencrypt(row).map_err(StoreError::Query)?;
+            let new = reencrypt(row).map_err(StoreError::Query)?;
             tx.execute(
-                "UPDATE capydb_auth_sync.integrations SET database_url_enc = $2, secret_key_enc = $3, webhook_secret_enc = $4 WHERE id = $1",
-                &[&row.id, &db, &sk, &wh],
+                "UPDATE capydb_auth_sync.integrations SET database_url_enc = $2, secret_key_enc = $3, \
+                   webhook_secret_enc = $4, previous_webhook_secret_enc = $5, version = version + 1 WHERE id = $1",
+                &[&row.id, &new.database_url, &new.secret_key, &new.webhook_secret, &new.previous_webhook_secret],
             )
             .await?;
         }
@@ -151,11 +173,20 @@ impl ControlStore {
     }
 }
 
+/// The ciphertexts of one integration, as `rotate-keys` rewrites them.
+pub struct Ciphertexts {
+    pub database_url: String,
+    pub secret_key: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub previous_webhook_secret: Option<String>,
+}
+
 /// Field names bound into each ciphertext (SPEC §6).
 pub mod fields {
     pub const DATABASE_URL: &str = "database_url";
     pub const SECRET_KEY: &str = "secret_key";
     pub const WEBHOOK_SECRET: &str = "webhook_signing_secret";
+    pub const PREVIOUS_WEBHOOK_SECRET: &str = "previous_webhook_signing_secret";
 }
 
 impl IntegrationRow {
@@ -185,5 +216,18 @@ impl IntegrationRow {
             .as_deref()
             .map(|c| keyring.decrypt(c, self.secret_context(fields::WEBHOOK_SECRET)))
             .transpose()
+    }
+
+    /// The replaced webhook secret, while its grace period lasts (it still verifies).
+    pub fn previous_webhook_secret(
+        &self,
+        keyring: &crate::crypto::Keyring,
+    ) -> Result<Option<(secrecy::SecretString, DateTime<Utc>)>, crate::crypto::CryptoError> {
+        match (&self.previous_webhook_secret_enc, self.previous_webhook_secret_until) {
+            (Some(c), Some(until)) => {
+                Ok(Some((keyring.decrypt(c, self.secret_context(fields::PREVIOUS_WEBHOOK_SECRET))?, until)))
+            }
+            _ => Ok(None),
+        }
     }
 }

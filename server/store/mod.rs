@@ -13,7 +13,7 @@ use crate::project_db::ProjectDbTarget;
 use std::time::Duration;
 
 pub use inbox::{InboxBacklog, ParkedDelivery};
-pub use integrations::IntegrationRow;
+pub use integrations::{Ciphertexts, IntegrationRow};
 pub use jobs::{JobRow, JobState};
 pub use stats::{StatsDelta, WebhookOutcome, WebhookStatsRow};
 

@@ -7,4 +7,5 @@ mod lifecycle;
 mod listener;
 mod operations;
 mod providers;
+mod rotation;
 mod webhooks;
