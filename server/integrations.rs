@@ -34,7 +34,11 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ApiError::Unavailable(format!("control database unavailable: {m}")),
+            // The driver's text (host names, roles) stays in the log; callers learn what to do.
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "control database unavailable");
+                ApiError::Unavailable("the service's control database is unavailable; retry shortly".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
