@@ -2,11 +2,15 @@
 //! into one transaction of set-based statements (the writer's layered batches) and each is
 //! answered, after the commit, with its own exact outcome.
 //!
-//! One task per database owns a bounded queue: it takes what is queued (up to a batch's
-//! worth), lingers a moment for more only when the previous batch had company (so a lone
-//! delivery never waits), commits, answers, repeats. While one batch commits the next one
-//! gathers, so the batch size follows the load. A full queue makes senders wait — overload
-//! turns into backpressure (and, past the delivery deadline, into the inbox), not memory.
+//! One task per database owns a bounded queue: it waits for a free lane (at most
+//! `lanes` transactions of one database in flight, no more than its pool has connections),
+//! takes what is queued (up to a batch's worth), lingers a moment for more only when the
+//! previous batch had company (so a lone delivery never waits), and hands the batch to a lane
+//! that commits and answers. While the lanes are busy the next batch gathers, so the batch
+//! size follows the load. A full queue makes senders wait — overload turns into backpressure
+//! (and, past the delivery deadline, into the inbox), not memory. Lanes may hold changes to
+//! the same user: the writer's statements lock in id order and classify against the latest
+//! committed row, so outcomes stay exact and batches cannot deadlock each other.
 //!
 //! Isolation: when a statement fails because of one row (the database refused a value, a
 //! constraint or trigger fired), the batch is split in halves and each half retried on its
@@ -35,6 +39,8 @@ pub struct BatchSettings {
     pub queue_depth: usize,
     /// A database's task ends after this long without deliveries.
     pub idle: Duration,
+    /// Transactions of one database in flight at once.
+    pub lanes: usize,
 }
 
 impl Default for BatchSettings {
@@ -44,6 +50,7 @@ impl Default for BatchSettings {
             linger: Duration::from_millis(2),
             queue_depth: 1024,
             idle: Duration::from_secs(60),
+            lanes: 3,
         }
     }
 }
@@ -111,6 +118,7 @@ impl Batchers {
 
 /// One database's commit loop.
 async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, settings: BatchSettings) {
+    let lanes = Arc::new(tokio::sync::Semaphore::new(settings.lanes.max(1)));
     let mut had_company = false;
     loop {
         let first = match tokio::time::timeout(settings.idle, rx.recv()).await {
@@ -129,6 +137,8 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, settings: BatchSettings) {
                 return;
             }
         };
+        // A free lane first: while all are busy, deliveries pile up into the next batch.
+        let lane = lanes.clone().acquire_owned().await.expect("the lane semaphore is never closed");
         let mut size = first.changes.len();
         let mut jobs = vec![first];
         while size < settings.max_changes {
@@ -154,7 +164,11 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, settings: BatchSettings) {
         }
         had_company = jobs.len() > 1;
         metrics::histogram!("capydb_auth_sync_group_commit_deliveries").record(jobs.len() as f64);
-        commit_jobs(&pool, jobs).await;
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit_jobs(&pool, jobs).await;
+            drop(lane);
+        });
     }
 }
 

@@ -72,6 +72,12 @@ macro_rules! object_key {
     };
 }
 
+/// Several transactions may write one table at once (group commits run side by side, the
+/// backfill, other replicas). So the statements read the stored rows they classify against
+/// with `FOR UPDATE` (in READ COMMITTED that waits for a concurrent writer and then sees its
+/// committed row), and lock and write rows in id order, so two batches cannot deadlock on
+/// each other.
+///
 /// The upsert of one layer (distinct ids): arrays in, one row per user. A newer object
 /// replaces every column but `deleted_at` (rule 2: sticky); `last_sign_in_at` never moves
 /// back (rule 4). Returns, per input position, whether it was written (inserted or updated)
@@ -84,15 +90,16 @@ WITH input AS (
     AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw, ord)
 ),
 prev AS (
-  SELECT u.id, ",
-    object_key!("u"),
-    " AS k FROM capydb_auth.users u JOIN input i ON i.id = u.id
+  SELECT u.id, u.updated_at AS at,
+         CASE WHEN u.updated_at IS NOT DISTINCT FROM i.updated_at THEN md5(u.raw::text) END AS h
+  FROM capydb_auth.users u JOIN input i ON i.id = u.id
+  ORDER BY u.id FOR UPDATE OF u
 ),
 written AS (
   INSERT INTO capydb_auth.users AS u
     (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
   SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
-  FROM input ORDER BY ord
+  FROM input ORDER BY id
   ON CONFLICT (id) DO UPDATE SET
     email = EXCLUDED.email,
     first_name = EXCLUDED.first_name,
@@ -110,9 +117,8 @@ written AS (
     "
   RETURNING u.id, (xmax = 0) AS inserted
 )
-SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false), COALESCE(p.k = ",
-    object_key!("i"),
-    ", false)
+SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false),
+       COALESCE(p.at IS NOT DISTINCT FROM i.updated_at AND p.h = md5(i.raw::text), false)
 FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id
 ORDER BY i.ord"
 );
@@ -134,7 +140,7 @@ WITH input AS (
 ),
 written AS (
   INSERT INTO capydb_auth.users AS u (id, email, last_sign_in_at, raw)
-  SELECT id, email, at, raw FROM input ORDER BY ord
+  SELECT id, email, at, raw FROM input ORDER BY id
   ON CONFLICT (id) DO UPDATE SET last_sign_in_at = EXCLUDED.last_sign_in_at
   WHERE EXCLUDED.last_sign_in_at IS NOT NULL
     AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < EXCLUDED.last_sign_in_at)
@@ -164,10 +170,12 @@ const DELETE: &str = "
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) WITH ORDINALITY AS t(id, deleted_at, raw, ord)
 ),
-prev AS (SELECT u.id, u.deleted_at FROM capydb_auth.users u JOIN input i ON i.id = u.id),
+prev AS (
+  SELECT u.id, u.deleted_at FROM capydb_auth.users u JOIN input i ON i.id = u.id ORDER BY u.id FOR UPDATE OF u
+),
 written AS (
   INSERT INTO capydb_auth.users AS u (id, deleted_at, raw)
-  SELECT id, deleted_at, raw FROM input ORDER BY ord
+  SELECT id, deleted_at, raw FROM input ORDER BY id
   ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
   WHERE u.deleted_at IS NULL OR EXCLUDED.deleted_at < u.deleted_at
   RETURNING u.id, (xmax = 0) AS inserted
