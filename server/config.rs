@@ -142,6 +142,10 @@ pub struct ServeOptions {
     /// Deliveries parked per project at most while its database is unavailable (beyond: 503).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_INBOX_MAX_PER_PROJECT", default_value_t = 10_000)]
     pub inbox_max_per_project: i64,
+    /// How long a group commit waits for more deliveries when the previous one had company,
+    /// in microseconds (0: take only what is already queued).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LINGER_US", default_value_t = 2_000)]
+    pub batch_linger_us: u64,
     /// Log format: `text` or `json`. Level via RUST_LOG (default info).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -342,6 +346,10 @@ impl Settings {
         s.http_limits.header_timeout = Duration::from_millis(o.http_header_timeout_ms.max(100));
         s.http_limits.idle_timeout = Duration::from_secs(o.http_idle_timeout_secs.max(1));
         s.ingest.inbox_max_per_project = o.inbox_max_per_project;
+        if o.batch_linger_us > 100_000 {
+            return Err(invalid("CAPYDB_AUTH_SYNC_BATCH_LINGER_US must be at most 100000 (0.1 s)"));
+        }
+        s.ingest.batch.linger = Duration::from_micros(o.batch_linger_us);
         s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
         s.grpc_concurrency = o.grpc_concurrency.max(1);
