@@ -439,6 +439,7 @@ mod tests {
             created_at: ts(1_716_999_999, 0),
             updated_at: ts(1_717_000_010, 0),
             resumes: 1,
+            ..Default::default()
         }
     }
 

@@ -179,16 +179,24 @@ FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id 
 /// the table (several integrations on one database) and are never reconciled by Clerk.
 const CLERK_ROWS: &str = "raw->>'object' = 'user' AND id LIKE 'user\\_%'";
 
-/// Soft-deletes Clerk rows whose users Clerk no longer returns (backfill reconciliation),
-/// within one window of creation times that Clerk has just listed in full.
-const RECONCILE: &str = "
-UPDATE capydb_auth.users SET deleted_at = $5
+/// Backfill reconciliation, step 1: live Clerk rows created in a window Clerk has just listed
+/// in full (and before the pass began) that the listing did not contain. Only candidates:
+/// each is asked of Clerk by id before anything is deleted (SPEC §5).
+const RECONCILE_CANDIDATES: &str = "
+SELECT id FROM capydb_auth.users
 WHERE deleted_at IS NULL
   AND raw->>'object' = 'user' AND id LIKE 'user\\_%'
   AND created_at >= $1
   AND ($2::timestamptz IS NULL OR created_at < $2)
   AND created_at < $3
-  AND NOT (id = ANY($4::text[]))";
+  AND NOT (id = ANY($4::text[]))
+ORDER BY id";
+
+/// Backfill reconciliation, step 2: soft-deletes rows Clerk confirmed gone (404 by id).
+/// Sticky like every delete: an already deleted row keeps its earlier time.
+const DELETE_CONFIRMED: &str = "
+UPDATE capydb_auth.users SET deleted_at = $2
+WHERE id = ANY($1::text[]) AND deleted_at IS NULL";
 
 /// Stateless: the merge rules are SQL; the writer just runs them on a caller's connection or
 /// transaction.
@@ -397,17 +405,30 @@ impl UsersWriter {
             .await?)
     }
 
-    /// Soft-deletes live Clerk rows created in `[from, to)` (to = None: no upper bound) and
-    /// before `pass_started_at` whose ids are not in `seen`. Returns how many rows it deleted.
-    pub async fn reconcile_window(
+    /// Reconciliation candidates of one listed window: live Clerk rows created in `[from, to)`
+    /// (to = None: no upper bound) and before `pass_started_at` whose ids are not in `seen`.
+    pub async fn reconcile_candidates(
         c: &impl GenericClient,
         from: DateTime<Utc>,
         to: Option<DateTime<Utc>>,
         pass_started_at: DateTime<Utc>,
         seen: &[&str],
+    ) -> Result<Vec<String>, ProjectDbError> {
+        let rows = c.query(RECONCILE_CANDIDATES, &[&from, &to, &pass_started_at, &seen]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Soft-deletes the rows of users the provider confirmed gone. Returns how many rows it
+    /// deleted (rows already deleted keep their time).
+    pub async fn delete_confirmed(
+        c: &impl GenericClient,
+        ids: &[&str],
         deleted_at: DateTime<Utc>,
     ) -> Result<u64, ProjectDbError> {
-        Ok(c.execute(RECONCILE, &[&from, &to, &pass_started_at, &seen, &deleted_at]).await?)
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(c.execute(DELETE_CONFIRMED, &[&ids, &deleted_at]).await?)
     }
 
     /// Live rows a Clerk backfill answers for (the count check after a pass).
