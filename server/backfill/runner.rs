@@ -170,10 +170,13 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
     let mut cursor: BackfillCursor =
         job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     loop {
+        // Users this pass skipped exist at Clerk but not in the table: the count check
+        // allows for them instead of passing again (and naming them again).
+        let mut skipped = 0;
         if !cursor.done {
             match run_pass(ctx, job, &api, &db, cursor.clone(), pass_started_at).await? {
-                Stop::Finished => {}
-                other => return Ok(other),
+                (Stop::Finished, n) => skipped = n,
+                (other, _) => return Ok(other),
             }
         }
         // The pass is complete. If Clerk's count and the table's live rows disagree, users
@@ -183,7 +186,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
         }
         let in_clerk = api.count_users().await?;
         let live = live_rows(&db.pool()?).await?;
-        if in_clerk == live {
+        if (live..=live + skipped).contains(&in_clerk) {
             return Ok(Stop::Finished);
         }
         tracing::info!(in_clerk, live, pass = cursor.pass + 1, "counts differ after a pass; running another");
@@ -230,7 +233,7 @@ async fn run_pass(
     db: &ProjectDb<'_>,
     cursor: BackfillCursor,
     pass_started_at: DateTime<Utc>,
-) -> Result<Stop, JobError> {
+) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
     let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
 
@@ -257,6 +260,8 @@ async fn run_pass(
 
     // The writer owns the receiver, so when it stops early (lease lost, an error, shutdown)
     // the channel closes and a fetcher waiting to hand over a page stops too.
+    let mut skipped = 0;
+    let pass_skipped = &mut skipped;
     let writer = async move {
         while let Some(page) = rx.recv().await {
             let confirmed = match &page.plan.reconcile {
@@ -266,6 +271,7 @@ async fn run_pass(
             let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
                 return Ok(Stop::LeaseLost);
             };
+            *pass_skipped += progress.users_skipped;
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")
                 .increment(progress.users_fetched as u64);
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "written")
@@ -286,7 +292,7 @@ async fn run_pass(
         // The fetcher ended early: either shutdown (fine) or an error (the job fails).
         fetched?;
     }
-    Ok(stop)
+    Ok((stop, skipped))
 }
 
 /// Parses a page: plans the cursor, converts every user and makes it storable; users that
@@ -491,7 +497,7 @@ async fn upsert_poison_proof(
                 sp.commit().await?;
                 return Ok(outcome);
             }
-            Err(ProjectDbError::Query(e)) => {
+            Err(ProjectDbError::Query(e)) if refused_value(&e) => {
                 tracing::warn!(error = %e, "a page was refused; writing its users one by one");
                 sp.rollback().await?;
             }
@@ -507,7 +513,7 @@ async fn upsert_poison_proof(
                 total.written += outcome.written;
                 total.unchanged += outcome.unchanged;
             }
-            Err(ProjectDbError::Query(e)) => {
+            Err(ProjectDbError::Query(e)) if refused_value(&e) => {
                 sp.rollback().await?;
                 tracing::warn!(user_id = %record.id, error = %e, "skipping a user the project database refused");
                 skipped.push(format!("{}: skipped, cannot be stored: {e}", display_id(&record.id)));
@@ -516,4 +522,12 @@ async fn upsert_poison_proof(
         }
     }
     Ok(total)
+}
+
+/// Whether the database refused a *value* (SQLSTATE class 22, data exception, e.g. text it
+/// cannot encode; or 54, program limit exceeded, e.g. an index row too large) — the errors
+/// one user's data can cause. Anything else (permissions, a missing table) is about the
+/// database and fails the page as before.
+fn refused_value(message: &str) -> bool {
+    message.starts_with("22") || message.starts_with("54")
 }
