@@ -34,6 +34,7 @@
 //! page commits without it.
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -48,7 +49,7 @@ use crate::project_db::ProjectDbError;
 use crate::providers::clerk::user_from_clerk;
 use crate::store::jobs::JobProgress;
 use crate::store::{JobRow, JobState, StoreError};
-use crate::users::writer::BatchOutcome;
+use crate::users::writer::{BatchOutcome, PageRow};
 use crate::users::{UserRecord, UsersWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,8 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
 struct FetchedPage {
     plan: PagePlan,
     records: Vec<UserRecord>,
+    /// Per record: its JSON text as Clerk sent it, when it can be stored as is.
+    raw_json: Vec<Option<String>>,
     /// Users of the page listed again because of the cursor's overlap.
     overlap: i64,
     /// `user_… : why` for users that could not be parsed.
@@ -296,42 +299,40 @@ async fn run_pass(
 }
 
 /// Parses a page: plans the cursor, converts every user and makes it storable; users that
-/// cannot be parsed are named, not written.
+/// cannot be parsed are named, not written. Each user's JSON text is kept as Clerk sent it
+/// (written to `raw` as is) unless it holds a `\u0000` escape, which only the parsed,
+/// made-storable value can carry to Postgres (SPEC §2 rule 3).
 fn prepare(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<FetchedPage, JobError> {
-    let users: Vec<Value> = match serde_json::from_slice(body) {
-        Ok(Value::Array(users)) => users,
-        _ => {
-            return Err(JobError::Clerk(ClerkApiError::Api {
-                status: 200,
-                code: "unexpected_body".into(),
-                message: "GET /v1/users did not return a JSON array".into(),
-            }))
-        }
-    };
-    let listed: Vec<Listed> = users
-        .iter()
-        .map(|u| Listed {
-            id: u.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-            created_ms: u.get("created_at").and_then(Value::as_i64).unwrap_or(0),
+    let users: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| {
+        JobError::Clerk(ClerkApiError::Api {
+            status: 200,
+            code: "unexpected_body".into(),
+            message: "GET /v1/users did not return a JSON array".into(),
         })
-        .collect();
-    let plan = cursor.plan(&listed, limit);
+    })?;
+    let mut listed = Vec::with_capacity(users.len());
     let mut records = Vec::with_capacity(users.len());
+    let mut raw_json = Vec::with_capacity(users.len());
     let mut skipped = Vec::new();
-    for (user, listed) in users.into_iter().zip(&listed) {
+    for text in users {
+        let user: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
+        let id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         match user_from_clerk(&user) {
             Ok(mut r) => {
                 r.make_storable();
                 records.push(r);
+                raw_json.push((!text.get().contains("\\u0000")).then(|| text.get().to_owned()));
             }
             Err(e) => {
-                tracing::warn!(user_id = %listed.id, error = %e, "skipping a user Clerk returned in an unexpected shape");
-                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(&listed.id)));
+                tracing::warn!(user_id = %id, error = %e, "skipping a user Clerk returned in an unexpected shape");
+                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(&id)));
             }
         }
+        listed.push(Listed { id, created_ms: user.get("created_at").and_then(Value::as_i64).unwrap_or(0) });
     }
+    let plan = cursor.plan(&listed, limit);
     let overlap = (listed.len() as i64 - plan.fetched as i64).max(0);
-    Ok(FetchedPage { plan, records, overlap, skipped })
+    Ok(FetchedPage { plan, records, raw_json, overlap, skipped })
 }
 
 /// An id for the error list (ids come from Clerk; bounded and printable).
@@ -447,12 +448,15 @@ async fn write_page_once(
     let mut client = db.pool()?.get().await.map_err(ProjectDbError::from)?;
     let mut tx = client.transaction().await.map_err(ProjectDbError::from)?;
     let mut skipped: Vec<String> = page.skipped.iter().chain(&confirmed.skipped).cloned().collect();
-    let (mut written, mut unchanged) = (0i64, 0i64);
-    for records in [&page.records, &confirmed.kept] {
-        let outcome = upsert_poison_proof(&mut tx, records, &mut skipped).await?;
-        written += outcome.written as i64;
-        unchanged += outcome.unchanged as i64;
-    }
+    let rows: Vec<PageRow<'_>> = page
+        .records
+        .iter()
+        .zip(&page.raw_json)
+        .map(|(record, raw)| PageRow { record, raw_json: raw.as_deref() })
+        .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
+        .collect();
+    let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
+    let (written, unchanged) = (outcome.written as i64, outcome.unchanged as i64);
     let gone: Vec<&str> = confirmed.gone.iter().map(String::as_str).collect();
     let reconciled = UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64;
     let kept = confirmed.kept.len() as i64;
@@ -479,20 +483,20 @@ async fn write_page_once(
     Ok(committed.map(|()| progress))
 }
 
-/// Upserts `records`; if the batch is refused (a value Postgres will not store despite
-/// `make_storable`), writes them one by one under savepoints and skips, names and counts the
-/// ones refused, so one user never stops the page.
+/// Upserts the page (binary COPY and one merge); if the batch is refused (a value Postgres
+/// will not store despite `make_storable`), writes the users one by one under savepoints and
+/// skips, names and counts the ones refused, so one user never stops the page.
 async fn upsert_poison_proof(
     tx: &mut deadpool_postgres::Transaction<'_>,
-    records: &[UserRecord],
+    rows: &[PageRow<'_>],
     skipped: &mut Vec<String>,
 ) -> Result<BatchOutcome, ProjectDbError> {
-    if records.is_empty() {
+    if rows.is_empty() {
         return Ok(BatchOutcome::default());
     }
     {
         let sp = tx.savepoint("page").await?;
-        match UsersWriter::upsert_batch(&sp, records).await {
+        match UsersWriter::upsert_page(&sp, rows).await {
             Ok(outcome) => {
                 sp.commit().await?;
                 return Ok(outcome);
@@ -505,7 +509,8 @@ async fn upsert_poison_proof(
         }
     }
     let mut total = BatchOutcome::default();
-    for record in records {
+    for row in rows {
+        let record = row.record;
         let sp = tx.savepoint("user").await?;
         match UsersWriter::upsert_batch(&sp, std::slice::from_ref(record)).await {
             Ok(outcome) => {
