@@ -883,3 +883,38 @@ async fn a_replica_with_ten_queued_jobs_runs_at_most_its_concurrency_at_once() {
         assert_eq!(job.users_written, 1_500);
     }
 }
+
+#[tokio::test]
+async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_forward() {
+    let clerk = fake(30).await;
+    let ids = clerk.user_ids();
+    let (a, b) = (ids[3].clone(), ids[7].clone());
+    let clerk_b = clerk.update_user(&b, |u| u["last_sign_in_at"] = json!(1_700_000_900_000i64)).unwrap();
+    let app = app_for(&clerk, 10).await;
+    let whsec = new_whsec();
+    let gate = clerk.pause_users_request(2);
+    app.client
+        .configure_integration(clerk_live_request("rules", &app.project_url, clerk.secret_key(), &whsec))
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    // A: deleted by a webhook before the backfill lists it (a tombstone).
+    let deleted = clerk_event("user.deleted", json!({"id": a, "object": "user", "deleted": true}), 1_700_000_000_000);
+    assert_eq!(app.send_clerk("rules", &whsec, &deleted).await.0, 200);
+    // B: a webhook brought a newer object with an older sign-in than Clerk's listing has.
+    let mut newer = clerk_b.clone();
+    newer["updated_at"] = json!(clerk_b["updated_at"].as_i64().unwrap() + 10_000);
+    newer["first_name"] = json!("FromWebhook");
+    newer["last_sign_in_at"] = json!(1_700_000_100_000i64);
+    assert_eq!(app.send_clerk("rules", &whsec, &clerk_event("user.updated", newer, 1)).await.0, 200);
+    gate.release();
+
+    succeeded(&app.wait_backfill_done("rules").await);
+    let table = users_table(&app.project().await).await;
+    let row_a = &table[&a];
+    assert!(row_a.deleted_at.is_some(), "a delete is sticky");
+    assert_eq!(row_a.first_name, clerk.user(&a).unwrap()["first_name"].as_str().map(str::to_string), "tombstone filled");
+    let row_b = &table[&b];
+    assert_eq!(row_b.first_name.as_deref(), Some("FromWebhook"), "the newer webhook object stays");
+    assert_eq!(row_b.last_sign_in_at, Some(ms(1_700_000_900_000)), "the sign-in moved forward");
+}
