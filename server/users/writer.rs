@@ -210,6 +210,14 @@ CREATE TEMP TABLE capydb_auth_page (
 
 const PAGE_COPY: &str = "COPY capydb_auth_page FROM STDIN (FORMAT binary)";
 
+/// How many of a page's ids have a row already (0 = the page may be COPYed straight in).
+const PAGE_EXISTING: &str = "SELECT count(*) FROM capydb_auth.users WHERE id = ANY($1::text[])";
+
+/// The fast path of a page none of whose users has a row: straight into the table.
+const PAGE_COPY_DIRECT: &str = "COPY capydb_auth.users \
+  (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw) \
+  FROM STDIN (FORMAT binary)";
+
 /// The page merge: the same rules and SET list as [`UPSERT`] (rule 1 by object key, `deleted_at`
 /// untouched, `last_sign_in_at` never back), for a staging table of distinct ids.
 const PAGE_MERGE: &str = concat!(
@@ -539,8 +547,40 @@ impl UsersWriter {
             let records: Vec<UserRecord> = rows.iter().map(|r| r.record.clone()).collect();
             return Self::upsert_batch(tx, &records).await;
         }
+        // Fast path: no row of the page exists yet (a first backfill), so every user is an
+        // insert under the rules and the page is COPYed straight into the table. A writer that
+        // inserts one of these ids meanwhile makes the COPY fail on the primary key; the page
+        // then takes the merge path below, which decides row by row.
+        let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
+        let existing: i64 = tx.query_one(PAGE_EXISTING, &[&ids]).await?.get(0);
+        if existing == 0 {
+            tx.batch_execute("SAVEPOINT capydb_page_direct").await?;
+            match Self::copy_rows(tx, PAGE_COPY_DIRECT, rows).await {
+                Ok(n) => {
+                    tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct").await?;
+                    return Ok(BatchOutcome { written: n, unchanged: rows.len() as u64 - n.min(rows.len() as u64) });
+                }
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT capydb_page_direct").await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         tx.batch_execute(PAGE_STAGING).await?;
-        let sink = tx.copy_in(PAGE_COPY).await?;
+        Self::copy_rows(tx, PAGE_COPY, rows).await?;
+        let merged: i64 = tx.query_one(PAGE_MERGE, &[]).await?.get(0);
+        let moved = tx.execute(PAGE_SIGN_IN_FORWARD, &[]).await?;
+        let written = merged as u64 + moved;
+        Ok(BatchOutcome { written, unchanged: rows.len() as u64 - written.min(rows.len() as u64) })
+    }
+
+    /// Binary-COPYs `rows` with `copy` (into the staging table or the users table).
+    async fn copy_rows(
+        tx: &deadpool_postgres::Transaction<'_>,
+        copy: &str,
+        rows: &[PageRow<'_>],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let sink = tx.copy_in(copy).await?;
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &PAGE_TYPES);
         futures::pin_mut!(writer);
         for row in rows {
@@ -565,11 +605,7 @@ impl UsersWriter {
                 ])
                 .await?;
         }
-        writer.finish().await?;
-        let merged: i64 = tx.query_one(PAGE_MERGE, &[]).await?.get(0);
-        let moved = tx.execute(PAGE_SIGN_IN_FORWARD, &[]).await?;
-        let written = merged as u64 + moved;
-        Ok(BatchOutcome { written, unchanged: rows.len() as u64 - written.min(rows.len() as u64) })
+        writer.finish().await
     }
 
     /// Live rows a Clerk backfill answers for (the count check after a pass).

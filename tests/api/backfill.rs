@@ -913,7 +913,11 @@ async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_f
     let table = users_table(&app.project().await).await;
     let row_a = &table[&a];
     assert!(row_a.deleted_at.is_some(), "a delete is sticky");
-    assert_eq!(row_a.first_name, clerk.user(&a).unwrap()["first_name"].as_str().map(str::to_string), "tombstone filled");
+    assert_eq!(
+        row_a.first_name,
+        clerk.user(&a).unwrap()["first_name"].as_str().map(str::to_string),
+        "tombstone filled"
+    );
     let row_b = &table[&b];
     assert_eq!(row_b.first_name.as_deref(), Some("FromWebhook"), "the newer webhook object stays");
     assert_eq!(row_b.last_sign_in_at, Some(ms(1_700_000_900_000)), "the sign-in moved forward");
