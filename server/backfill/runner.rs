@@ -238,8 +238,12 @@ async fn run_pass(
     pass_started_at: DateTime<Utc>,
 ) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
-    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
+    // Pages in flight between the fetcher and the writer, in order: each is being (or has
+    // been) parsed on the blocking pool while the writer writes an earlier one.
+    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Result<FetchedPage, JobError>>>(2);
 
+    // The fetcher only scans a page for its cursor (ids and creation times) and asks for the
+    // next one, so requests leave at the limiter's pace whatever parsing and writing cost.
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
@@ -248,13 +252,13 @@ async fn run_pass(
                 r = api.list_users_raw(&query) => r?,
                 _ = ctx.shutdown.cancelled() => return Ok::<(), JobError>(()),
             };
-            // Parsing a page is CPU work: off the runtime's worker, while the writer writes.
-            let c = cursor.clone();
-            let page = tokio::task::spawn_blocking(move || prepare(&c, &body, limit))
+            let (c, scanned) = (cursor.clone(), body.clone());
+            let plan = tokio::task::spawn_blocking(move || scan(&c, &scanned, limit))
                 .await
-                .map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))??;
-            let next = page.plan.next.clone();
-            if tx.send(page).await.is_err() || next.done {
+                .map_err(|e| JobError::Internal(format!("page scanner stopped: {e}")))??;
+            let next = plan.next.clone();
+            let parsed = tokio::task::spawn_blocking(move || prepare(plan, &body));
+            if tx.send(parsed).await.is_err() || next.done {
                 return Ok(());
             }
             cursor = next;
@@ -266,7 +270,8 @@ async fn run_pass(
     let mut skipped = 0;
     let pass_skipped = &mut skipped;
     let writer = async move {
-        while let Some(page) = rx.recv().await {
+        while let Some(parsed) = rx.recv().await {
+            let page = parsed.await.map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))??;
             let confirmed = match &page.plan.reconcile {
                 Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
                 None => Confirmed::default(),
@@ -298,25 +303,48 @@ async fn run_pass(
     Ok((stop, skipped))
 }
 
-/// Parses a page: plans the cursor, converts every user and makes it storable; users that
-/// cannot be parsed are named, not written. Each user's JSON text is kept as Clerk sent it
-/// (written to `raw` as is) unless it holds a `\u0000` escape, which only the parsed,
-/// made-storable value can carry to Postgres (SPEC §2 rule 3).
-fn prepare(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<FetchedPage, JobError> {
-    let users: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| {
-        JobError::Clerk(ClerkApiError::Api {
-            status: 200,
-            code: "unexpected_body".into(),
-            message: "GET /v1/users did not return a JSON array".into(),
+/// One user as the cursor sees it; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ScannedUser {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    created_at: Option<Value>,
+}
+
+/// Plans the cursor from a page: only ids and creation times are read.
+fn scan(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<PagePlan, JobError> {
+    let users: Vec<ScannedUser> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
+    let listed: Vec<Listed> = users
+        .into_iter()
+        .map(|u| Listed {
+            id: u.id.as_ref().and_then(Value::as_str).unwrap_or_default().to_string(),
+            created_ms: u.created_at.as_ref().and_then(Value::as_i64).unwrap_or(0),
         })
-    })?;
-    let mut listed = Vec::with_capacity(users.len());
+        .collect();
+    Ok(cursor.plan(&listed, limit))
+}
+
+fn not_an_array() -> JobError {
+    JobError::Clerk(ClerkApiError::Api {
+        status: 200,
+        code: "unexpected_body".into(),
+        message: "GET /v1/users did not return a JSON array".into(),
+    })
+}
+
+/// Parses a planned page: converts every user and makes it storable; users that cannot be
+/// parsed are named, not written. Each user's JSON text is kept as Clerk sent it (written to
+/// `raw` as is) unless it holds a `\u0000` escape, which only the parsed, made-storable value
+/// can carry to Postgres (SPEC §2 rule 3).
+fn prepare(plan: PagePlan, body: &[u8]) -> Result<FetchedPage, JobError> {
+    let users: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
+    let listed = users.len() as i64;
     let mut records = Vec::with_capacity(users.len());
     let mut raw_json = Vec::with_capacity(users.len());
     let mut skipped = Vec::new();
     for text in users {
         let user: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
-        let id = user.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         match user_from_clerk(&user) {
             Ok(mut r) => {
                 r.make_storable();
@@ -324,14 +352,13 @@ fn prepare(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<FetchedPa
                 raw_json.push((!text.get().contains("\\u0000")).then(|| text.get().to_owned()));
             }
             Err(e) => {
+                let id = user.get("id").and_then(Value::as_str).unwrap_or_default();
                 tracing::warn!(user_id = %id, error = %e, "skipping a user Clerk returned in an unexpected shape");
-                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(&id)));
+                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(id)));
             }
         }
-        listed.push(Listed { id, created_ms: user.get("created_at").and_then(Value::as_i64).unwrap_or(0) });
     }
-    let plan = cursor.plan(&listed, limit);
-    let overlap = (listed.len() as i64 - plan.fetched as i64).max(0);
+    let overlap = (listed - plan.fetched as i64).max(0);
     Ok(FetchedPage { plan, records, raw_json, overlap, skipped })
 }
 
