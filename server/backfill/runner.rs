@@ -240,7 +240,7 @@ async fn run_pass(
     let limit = ctx.clerk.settings().page_size;
     // Pages in flight between the fetcher and the writer, in order: each is being (or has
     // been) parsed on the blocking pool while the writer writes an earlier one.
-    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Result<FetchedPage, JobError>>>(2);
+    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Result<FetchedPage, JobError>>>(1);
 
     // The fetcher only scans a page for its cursor (ids and creation times) and asks for the
     // next one, so requests leave at the limiter's pace whatever parsing and writing cost.
