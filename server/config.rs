@@ -107,6 +107,10 @@ pub struct ServeOptions {
     /// Backfill lease length in seconds; a crashed replica's job resumes after this.
     #[arg(long, env = "CAPYDB_AUTH_SYNC_BACKFILL_LEASE_SECS", default_value_t = 30)]
     pub backfill_lease_secs: u64,
+    /// Backfills one replica runs at once; more stay queued (visible as queued in the status)
+    /// until a slot frees up here or on another replica.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_BACKFILL_CONCURRENCY", default_value_t = 4)]
+    pub backfill_concurrency: usize,
     /// Deadline of one gRPC request, in seconds (streams excepted).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TIMEOUT_SECS", default_value_t = 60)]
     pub grpc_timeout_secs: u64,
@@ -184,6 +188,8 @@ pub struct BackfillSettings {
     pub poll_interval: Duration,
     /// How often WatchBackfill reads the job.
     pub watch_interval: Duration,
+    /// Backfills this replica runs at once.
+    pub concurrency: usize,
 }
 
 /// Everything the running service needs, validated.
@@ -248,6 +254,7 @@ impl Settings {
                 lease_ttl: Duration::from_secs(30),
                 poll_interval: Duration::from_secs(5),
                 watch_interval: Duration::from_millis(500),
+                concurrency: 4,
             },
             project_db: ProjectDbSettings::default(),
             ingest: crate::ingest::IngestSettings::default(),
@@ -351,6 +358,7 @@ impl Settings {
         }
         s.ingest.batch.linger = Duration::from_micros(o.batch_linger_us);
         s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
+        s.backfill.concurrency = o.backfill_concurrency.max(1);
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
         s.grpc_concurrency = o.grpc_concurrency.max(1);
         s.shutdown_grace = Duration::from_secs(o.shutdown_grace_secs);

@@ -1,5 +1,5 @@
-//! A fake of Clerk's Backend API (`GET /v1/users`, `GET /v1/users/count`) served over real
-//! HTTP on loopback, for integration tests of a Clerk backfill and for local demos.
+//! A fake of Clerk's Backend API (`GET /v1/users`, `GET /v1/users/{id}`, `GET /v1/users/count`)
+//! served over real HTTP on loopback, for integration tests of a Clerk backfill and for local demos.
 //!
 //! This module owns the test-facing handle [`FakeClerk`]: configuration, user mutations,
 //! per-request hooks, fault injection, pause gates, the request log and waiting on it.
@@ -160,6 +160,10 @@ pub struct Stats {
     pub users_requests_admitted: usize,
     /// `/v1/users/count` requests received.
     pub count_requests: usize,
+    /// `GET /v1/users/{id}` requests received.
+    pub user_requests: usize,
+    /// Of those, answered 404 (no such user).
+    pub user_not_found: usize,
     /// Requests answered 401 for a missing/invalid key.
     pub unauthorized: usize,
     /// Requests answered 429 by the rate limiter (not counting `Fault::Status(429)`).
@@ -287,6 +291,17 @@ impl FakeClerk {
     /// Deletes a user; whether it existed.
     pub fn delete_user(&self, id: &str) -> bool {
         lock(&self.shared.users).delete(id).is_some()
+    }
+
+    /// Leaves the user out of list pages and counts, still serving it by id; see
+    /// [`Users::hide`].
+    pub fn hide_from_lists(&self, id: &str) {
+        lock(&self.shared.users).hide(id);
+    }
+
+    /// Lists a hidden user again.
+    pub fn unhide(&self, id: &str) {
+        lock(&self.shared.users).unhide(id);
     }
 
     /// The user with this id.

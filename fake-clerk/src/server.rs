@@ -1,5 +1,5 @@
 //! The HTTP side of the fake: the accept loop, the request pipeline (log → auth → rate limit →
-//! route), the `/v1/users` and `/v1/users/count` handlers, query parsing and Clerk-style error
+//! route), the `/v1/users`, `/v1/users/{id}` and `/v1/users/count` handlers, query parsing and Clerk-style error
 //! bodies. State shared with the [`crate::FakeClerk`] handle lives in [`Shared`].
 //!
 //! Pipeline of a `GET /v1/users` request that passed auth and the rate limit ("admitted", and
@@ -223,7 +223,8 @@ async fn route(
         shared.update_log(|log| log.stats.rate_limited += 1);
         return Some(too_many_requests(shared, retry_after));
     }
-    let known = path == USERS_PATH || path == USERS_COUNT_PATH;
+    let user_id = user_id_of(&path);
+    let known = path == USERS_PATH || path == USERS_COUNT_PATH || user_id.is_some();
     if !known {
         return Some(clerk_error(
             shared,
@@ -246,6 +247,9 @@ async fn route(
     }
     if path == USERS_COUNT_PATH {
         return Some(count_users(shared, &query));
+    }
+    if let Some(id) = user_id {
+        return Some(get_user(shared, &id));
     }
     list_users(shared, index, path, query, received_at).await
 }
@@ -275,6 +279,34 @@ fn auth_error(shared: &Shared, headers: &HeaderMap) -> Option<HttpResponse> {
     const INVALID_KEY: &str =
         "The provided Clerk Secret Key is invalid. Make sure that your Clerk Secret Key is correct.";
     Some(clerk_error(shared, StatusCode::UNAUTHORIZED, "clerk_key_invalid", INVALID_KEY, INVALID_KEY, None))
+}
+
+/// The id of `GET /v1/users/{id}` (one percent-decoded segment), if `path` is one.
+fn user_id_of(path: &str) -> Option<String> {
+    let id = path.strip_prefix("/v1/users/")?;
+    (!id.is_empty() && !id.contains('/') && path != USERS_COUNT_PATH).then(|| percent_decode(id))
+}
+
+/// `GET /v1/users/{id}`: the user (hidden or not), or Clerk's 404.
+fn get_user(shared: &Shared, id: &str) -> HttpResponse {
+    let user = lock(&shared.users).get(id).map(|u| u.to_string());
+    shared.update_log(|log| {
+        log.stats.user_requests += 1;
+        if user.is_none() {
+            log.stats.user_not_found += 1;
+        }
+    });
+    match user {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => clerk_error(
+            shared,
+            StatusCode::NOT_FOUND,
+            "resource_not_found",
+            "not found",
+            &format!("No user was found with id {id}"),
+            None,
+        ),
+    }
 }
 
 fn count_users(shared: &Shared, query: &[(String, String)]) -> HttpResponse {

@@ -5,7 +5,7 @@
 //! through (reversed for the default `-created_at`). Ids are KSUID-shaped like Clerk's
 //! (`user_` + 27 base62 characters) and are unique for distinct generator indices.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,8 @@ pub struct Users {
     seed: u64,
     next_index: usize,
     created_at_high_water: i64,
+    /// Ids left out of list pages and counts but still served by id (see [`Users::hide`]).
+    hidden: HashSet<String>,
 }
 
 /// Parameters of one `GET /v1/users` page, already validated.
@@ -57,6 +59,7 @@ impl Users {
             seed,
             next_index: 0,
             created_at_high_water: i64::MIN,
+            hidden: HashSet::new(),
         }
     }
 
@@ -173,6 +176,22 @@ impl Users {
         self.by_key.remove(&(created_at, id.to_owned()))
     }
 
+    /// Leaves the user out of list pages and counts while `GET /v1/users/{id}` still serves
+    /// it: how a test recreates a user that a page "missed" (listed before it existed, e.g.
+    /// imported with a back-dated `created_at`) and that is nevertheless alive.
+    pub fn hide(&mut self, id: &str) {
+        self.hidden.insert(id.to_owned());
+    }
+
+    /// Lists the user again.
+    pub fn unhide(&mut self, id: &str) {
+        self.hidden.remove(id);
+    }
+
+    fn listed(&self, id: &str) -> bool {
+        self.hidden.is_empty() || !self.hidden.contains(id)
+    }
+
     /// All users, ascending by `(created_at, id)`.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Value> + '_ {
         self.by_key.values()
@@ -190,7 +209,10 @@ impl Users {
 
     /// Users with `after < created_at < before` (strict, either bound optional).
     pub(crate) fn count(&self, after: Option<i64>, before: Option<i64>) -> usize {
-        self.by_key.keys().filter(|(c, _)| after.is_none_or(|a| *c > a) && before.is_none_or(|b| *c < b)).count()
+        self.by_key
+            .keys()
+            .filter(|(c, id)| after.is_none_or(|a| *c > a) && before.is_none_or(|b| *c < b) && self.listed(id))
+            .count()
     }
 
     /// One page, in the requested order: created_at window, then `starting_after`, then
@@ -211,6 +233,7 @@ impl Users {
                 .rev()
                 .skip_while(|((c, _), _)| before.is_some_and(|b| *c >= b))
                 .take_while(|((c, _), _)| after.is_none_or(|a| *c > a))
+                .filter(|((_, id), _)| self.listed(id))
                 .skip(q.offset)
                 .take(q.limit)
                 .map(|(_, v)| v)
@@ -220,6 +243,7 @@ impl Users {
                 .range((cursor, Bound::Unbounded))
                 .skip_while(|((c, _), _)| after.is_some_and(|a| *c <= a))
                 .take_while(|((c, _), _)| before.is_none_or(|b| *c < b))
+                .filter(|((_, id), _)| self.listed(id))
                 .skip(q.offset)
                 .take(q.limit)
                 .map(|(_, v)| v)

@@ -368,3 +368,27 @@ async fn refuses_non_loopback_addresses() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn a_user_is_served_by_id_and_a_hidden_user_only_by_id() {
+    let clerk = start(5).await;
+    let ids_before = clerk.user_ids();
+    let hidden = ids_before[2].clone();
+    let r = get_with(&clerk, &format!("/v1/users/{hidden}"), Some(clerk.secret_key())).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["id"], hidden.as_str());
+
+    clerk.hide_from_lists(&hidden);
+    let listed = get_with(&clerk, "/v1/users?limit=10&order_by=%2Bcreated_at", Some(clerk.secret_key())).await;
+    assert_eq!(listed.ids().len(), 4);
+    assert!(!listed.ids().contains(&hidden));
+    let count = get_with(&clerk, "/v1/users/count", Some(clerk.secret_key())).await;
+    assert_eq!(count.json()["total_count"], 4);
+    assert_eq!(get_with(&clerk, &format!("/v1/users/{hidden}"), Some(clerk.secret_key())).await.status, 200);
+
+    assert!(clerk.delete_user(&hidden));
+    let gone = get_with(&clerk, &format!("/v1/users/{hidden}"), Some(clerk.secret_key())).await;
+    assert_eq!((gone.status, gone.error_code().as_str()), (404, "resource_not_found"));
+    let stats = clerk.stats();
+    assert_eq!((stats.user_requests, stats.user_not_found), (3, 1));
+}

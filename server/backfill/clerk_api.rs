@@ -1,23 +1,25 @@
 //! A client of Clerk's Backend API for what the sync needs: list users (a bare JSON array),
-//! count users, check a secret key. It owns the client-side rate limit and the retry policy:
+//! get one user by id (reconciliation asks before it deletes), count users, check a secret
+//! key. It owns the client-side rate limit and sorts failures for the one retry policy
+//! (`backfill::retry`):
 //!
 //! - a limiter per secret key, sized by key type (`sk_test_`: development instance,
-//!   `sk_live_`: production), running at 90 % of Clerk's documented rate with a small burst,
-//!   so Clerk's own limiter should never fire;
-//! - 429: wait `Retry-After` seconds (Clerk's own word), then retry;
-//! - 5xx, timeouts, connection errors and truncated bodies: exponential backoff with jitter,
-//!   up to `max_attempts`;
+//!   `sk_live_`: production), at Clerk's documented rate and backing off on 429s (AIMD, see
+//!   `backfill::limiter`);
+//! - 429: wait `Retry-After` seconds (Clerk's own word), slow the limiter, retry;
+//! - 5xx, timeouts, connection errors and truncated bodies: jittered exponential backoff, up
+//!   to `max_attempts`;
 //! - 401/403: fail at once — the secret key was rejected; other 4xx: fail with Clerk's message.
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
+use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::limiter::AdaptiveLimiter;
+use super::retry::{with_retries, Retry, RetryPolicy};
 use crate::config::ClerkSettings;
 
 /// The Backend API version this client speaks (sent as `Clerk-API-Version`).
@@ -44,7 +46,7 @@ impl ClerkApiError {
 pub struct ClerkApiFactory {
     http: reqwest::Client,
     settings: ClerkSettings,
-    limiters: Arc<Mutex<HashMap<[u8; 32], Arc<DefaultDirectRateLimiter>>>>,
+    limiters: Arc<Mutex<HashMap<[u8; 32], Arc<AdaptiveLimiter>>>>,
 }
 
 impl ClerkApiFactory {
@@ -70,7 +72,7 @@ impl ClerkApiFactory {
             .lock()
             .expect("limiter map poisoned")
             .entry(fingerprint)
-            .or_insert_with(|| Arc::new(limiter(per_window, self.settings.rate_window)))
+            .or_insert_with(|| Arc::new(AdaptiveLimiter::new(per_window, self.settings.rate_window)))
             .clone();
         ClerkApi { http: self.http.clone(), settings: self.settings.clone(), key: secret_key, limiter }
     }
@@ -80,133 +82,185 @@ impl ClerkApiFactory {
     }
 }
 
-/// 90 % of `per_window` requests per window, burst of a tenth of that.
-fn limiter(per_window: u32, window: Duration) -> DefaultDirectRateLimiter {
-    let effective = ((per_window as u64 * 9) / 10).max(1) as u32;
-    let period = window / effective;
-    let burst = NonZeroU32::new((effective / 10).max(1)).expect("max(1) is non-zero");
-    let quota = Quota::with_period(period.max(Duration::from_micros(1))).expect("non-zero period").allow_burst(burst);
-    RateLimiter::direct(quota)
-}
-
 /// One secret key's view of the Backend API.
 pub struct ClerkApi {
     http: reqwest::Client,
     settings: ClerkSettings,
     key: SecretString,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: Arc<AdaptiveLimiter>,
 }
 
+/// One try's failure, sorted for the retry policy.
+#[derive(Debug)]
+enum Failure {
+    Transient(String),
+    Throttled(Duration),
+    Fatal(ClerkApiError),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient(reason) => f.write_str(reason),
+            Failure::Throttled(wait) => write!(f, "Clerk answered 429; Retry-After {:.1} s", wait.as_secs_f64()),
+            Failure::Fatal(e) => e.fmt(f),
+        }
+    }
+}
+
+/// 429s tolerated in a row before a call gives up.
+const MAX_THROTTLED: u32 = 100;
+
 impl ClerkApi {
+    /// `GET /v1/users` with the given query; the page as the bytes Clerk sent (a JSON array).
+    pub async fn list_users_raw(&self, query: &[(&str, String)]) -> Result<Bytes, ClerkApiError> {
+        match self.get("/v1/users", query, self.settings.max_attempts).await? {
+            (200..=299, body) => Ok(body),
+            (status, body) => Err(api_error(status, &body)),
+        }
+    }
+
     /// `GET /v1/users` with the given query; the page as raw user objects.
     pub async fn list_users(&self, query: &[(&str, String)]) -> Result<Vec<Value>, ClerkApiError> {
-        let body = self.get("/v1/users", query).await?;
-        match body {
-            Value::Array(users) => Ok(users),
-            _ => Err(ClerkApiError::Api {
-                status: 200,
-                code: "unexpected_body".into(),
-                message: "GET /v1/users did not return a JSON array".into(),
-            }),
+        let body = self.list_users_raw(query).await?;
+        match serde_json::from_slice(&body) {
+            Ok(Value::Array(users)) => Ok(users),
+            _ => Err(unexpected("GET /v1/users did not return a JSON array")),
+        }
+    }
+
+    /// `GET /v1/users/{id}`: the user, or `None` when Clerk answers 404 (the user is gone).
+    pub async fn get_user(&self, id: &str) -> Result<Option<Value>, ClerkApiError> {
+        let path = format!("/v1/users/{}", urlencode_path(id));
+        match self.get(&path, &[], self.settings.max_attempts).await? {
+            (404, _) => Ok(None),
+            (200..=299, body) => match serde_json::from_slice(&body) {
+                Ok(v @ Value::Object(_)) => Ok(Some(v)),
+                _ => Err(unexpected("GET /v1/users/{id} did not return a user object")),
+            },
+            (status, body) => Err(api_error(status, &body)),
         }
     }
 
     /// `GET /v1/users/count`.
     pub async fn count_users(&self) -> Result<i64, ClerkApiError> {
-        let body = self.get("/v1/users/count", &[]).await?;
-        body.get("total_count").and_then(Value::as_i64).ok_or_else(|| ClerkApiError::Api {
-            status: 200,
-            code: "unexpected_body".into(),
-            message: "GET /v1/users/count has no total_count".into(),
-        })
+        let body = match self.get("/v1/users/count", &[], self.settings.max_attempts).await? {
+            (200..=299, body) => body,
+            (status, body) => return Err(api_error(status, &body)),
+        };
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("total_count").and_then(Value::as_i64))
+            .ok_or_else(|| unexpected("GET /v1/users/count has no total_count"))
     }
 
     /// Checks the key with the cheapest call there is.
     /// Someone is waiting on this one (ConfigureIntegration), so it tries only twice.
     pub async fn verify_key(&self) -> Result<(), ClerkApiError> {
-        self.get_with_attempts("/v1/users", &[("limit", "1".to_string())], 2).await.map(|_| ())
+        match self.get("/v1/users", &[("limit", "1".to_string())], 2).await? {
+            (200..=299, _) => Ok(()),
+            (status, body) => Err(api_error(status, &body)),
+        }
     }
 
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClerkApiError> {
-        self.get_with_attempts(path, query, self.settings.max_attempts).await
-    }
-
-    async fn get_with_attempts(
+    /// A GET under the limiter and the retry policy. Answers 2xx and 404 (the caller decides
+    /// what a 404 means); everything else is retried or becomes an error.
+    async fn get(
         &self,
         path: &str,
         query: &[(&str, String)],
         max_attempts: u32,
-    ) -> Result<Value, ClerkApiError> {
+    ) -> Result<(u16, Bytes), ClerkApiError> {
         let url = format!("{}{}", self.settings.api_url, path);
-        let mut failures = 0u32;
-        let mut throttles = 0u32;
-        loop {
-            self.limiter.until_ready().await;
-            let sent = self
-                .http
-                .get(&url)
-                .query(query)
-                .bearer_auth(self.key.expose_secret())
-                .header("Clerk-API-Version", CLERK_API_VERSION)
-                .send()
-                .await;
-            let retry_reason = match sent {
-                Err(e) => describe_transport(&e),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 429 {
-                        throttles += 1;
-                        if throttles > 100 {
-                            return Err(ClerkApiError::Unreachable {
-                                attempts: throttles,
-                                last: "rate limited 100 times in a row".into(),
-                            });
-                        }
-                        let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
-                        tracing::warn!(
-                            path,
-                            wait_secs = wait.as_secs_f64(),
-                            "Clerk answered 429; honouring Retry-After"
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    match resp.bytes().await {
-                        Err(e) => describe_transport(&e),
-                        Ok(bytes) => match status {
-                            200..=299 => match serde_json::from_slice::<Value>(&bytes) {
-                                Ok(v) => return Ok(v),
-                                Err(e) => format!("truncated or invalid JSON body: {e}"),
-                            },
-                            401 | 403 => {
-                                return Err(ClerkApiError::KeyRejected { status, message: clerk_message(&bytes).1 });
-                            }
-                            500..=599 => format!("HTTP {status}: {}", clerk_message(&bytes).1),
-                            _ => {
-                                let (code, message) = clerk_message(&bytes);
-                                return Err(ClerkApiError::Api { status, code, message });
-                            }
-                        },
-                    }
+        let policy = RetryPolicy {
+            base: self.settings.retry_base,
+            max_attempts: max_attempts.max(1),
+            max_throttled: MAX_THROTTLED,
+        };
+        let result = with_retries(
+            &policy,
+            path,
+            || self.try_once(&url, query),
+            |f| match f {
+                Failure::Transient(_) => Retry::Backoff,
+                Failure::Throttled(wait) => Retry::After(*wait),
+                Failure::Fatal(_) => Retry::No,
+            },
+        )
+        .await;
+        result.map_err(|e| match e.error {
+            Failure::Fatal(e) => e,
+            Failure::Transient(last) => ClerkApiError::Unreachable { attempts: e.attempts, last },
+            Failure::Throttled(_) => ClerkApiError::Unreachable {
+                attempts: e.attempts,
+                last: format!("rate limited {MAX_THROTTLED} times in a row"),
+            },
+        })
+    }
+
+    async fn try_once(&self, url: &str, query: &[(&str, String)]) -> Result<(u16, Bytes), Failure> {
+        self.limiter.acquire().await;
+        let resp = self
+            .http
+            .get(url)
+            .query(query)
+            .bearer_auth(self.key.expose_secret())
+            .header("Clerk-API-Version", CLERK_API_VERSION)
+            .send()
+            .await
+            .map_err(|e| Failure::Transient(describe_transport(&e)))?;
+        let status = resp.status().as_u16();
+        if status == 429 {
+            let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
+            self.limiter.on_throttled(wait);
+            return Err(Failure::Throttled(wait));
+        }
+        if let Some(reset) = window_spent(&resp) {
+            self.limiter.on_exhausted(reset);
+        }
+        let body = resp.bytes().await.map_err(|e| Failure::Transient(describe_transport(&e)))?;
+        match status {
+            200..=299 => {
+                self.limiter.on_success();
+                // A truncated body is a transport failure, not an answer.
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                    return Err(Failure::Transient("truncated or invalid JSON body".into()));
                 }
-            };
-            failures += 1;
-            if failures >= max_attempts {
-                return Err(ClerkApiError::Unreachable { attempts: failures, last: retry_reason });
+                Ok((status, body))
             }
-            let delay = backoff(self.settings.retry_base, failures);
-            tracing::warn!(path, attempt = failures, delay_ms = delay.as_millis() as u64, reason = %retry_reason, "Clerk request failed; retrying");
-            tokio::time::sleep(delay).await;
+            404 => Ok((status, body)),
+            401 | 403 => Err(Failure::Fatal(ClerkApiError::KeyRejected { status, message: clerk_message(&body).1 })),
+            500..=599 => Err(Failure::Transient(format!("HTTP {status}: {}", clerk_message(&body).1))),
+            _ => Err(Failure::Fatal(api_error(status, &body))),
         }
     }
 }
 
-/// Exponential backoff with "equal jitter": uniform in [c/2, c] for c = base·2^(n-1), capped
-/// at 30 s — never hammering, never waiting much longer than needed.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let ceiling = base.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(Duration::from_secs(30));
-    let ms = ceiling.as_millis().max(2) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+fn api_error(status: u16, body: &[u8]) -> ClerkApiError {
+    let (code, message) = clerk_message(body);
+    ClerkApiError::Api { status, code, message }
+}
+
+fn unexpected(message: &str) -> ClerkApiError {
+    ClerkApiError::Api { status: 200, code: "unexpected_body".into(), message: message.into() }
+}
+
+/// A user id as one path segment (Clerk ids are `user_` + base62; anything else is escaped).
+fn urlencode_path(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` (seconds): the window is spent.
+fn window_spent(resp: &reqwest::Response) -> Option<Duration> {
+    let header = |name: &str| resp.headers().get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let remaining = header("x-ratelimit-remaining")?;
+    let reset = header("x-ratelimit-reset")?;
+    (remaining <= 0.0 && reset.is_finite() && reset > 0.0).then(|| Duration::from_secs_f64(reset.min(60.0)))
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
@@ -248,17 +302,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_millis(100);
-        for attempt in 1..20 {
-            let d = backoff(base, attempt);
-            assert!(d <= Duration::from_secs(30));
-            let ceiling = base.saturating_mul(1 << (attempt - 1).min(10)).min(Duration::from_secs(30));
-            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
-        }
-    }
-
-    #[test]
     fn reads_clerk_error_bodies() {
         let body = br#"{"errors":[{"message":"short","long_message":"The provided Clerk Secret Key is invalid.","code":"clerk_key_invalid"}]}"#;
         assert_eq!(
@@ -266,5 +309,11 @@ mod tests {
             ("clerk_key_invalid".into(), "The provided Clerk Secret Key is invalid.".into())
         );
         assert_eq!(clerk_message(b"<html>").0, "unknown");
+    }
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        assert_eq!(urlencode_path("user_2abcXYZ"), "user_2abcXYZ");
+        assert_eq!(urlencode_path("a/b?c"), "a%2Fb%3Fc");
     }
 }

@@ -3,16 +3,23 @@
 //! per job across replicas, and a checkpoint after every committed page lets an interrupted
 //! job resume where it stopped.
 //!
-//! - `clerk_api`: HTTP client, rate limit, retries;
+//! - `clerk_api`: HTTP client, sorting failures for the retry policy;
+//! - `limiter`: the per-key rate limit at Clerk's documented rate, backing off on 429s;
+//! - `retry`: the one retry policy (Clerk calls and page writes);
 //! - `cursor`: the paging strategy (and why it is complete under churn);
-//! - `runner`: one job from claim to finish, fetch and write pipelined;
-//! - this module: starting jobs and picking up queued or orphaned ones.
+//! - `runner`: one job from claim to finish, fetch and write pipelined, fenced by the lease;
+//! - this module: starting jobs and picking up queued or orphaned ones, at most
+//!   `backfill.concurrency` at once in this replica (the rest stay queued, visibly, for this
+//!   replica's next free slot or another replica).
 pub mod clerk_api;
 pub mod cursor;
+pub mod limiter;
+pub mod retry;
 mod runner;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +48,10 @@ pub struct Backfills {
     /// Jobs with a runner task in this process (the lease decides who really runs).
     local: Arc<Mutex<HashSet<String>>>,
     tasks: TaskTracker,
+    /// One permit per backfill this replica may run at once.
+    slots: Arc<Semaphore>,
+    /// Wakes the supervisor when a slot frees up.
+    slot_freed: Arc<Notify>,
 }
 
 impl Backfills {
@@ -52,14 +63,18 @@ impl Backfills {
         shutdown: CancellationToken,
         kill: CancellationToken,
     ) -> Self {
+        let slots = Arc::new(Semaphore::new(settings.backfill.concurrency.max(1)));
         Backfills {
             ctx: Arc::new(BackfillContext { settings, store, pools, clerk, shutdown, kill }),
             local: Arc::new(Mutex::new(HashSet::new())),
             tasks: TaskTracker::new(),
+            slots,
+            slot_freed: Arc::new(Notify::new()),
         }
     }
 
-    /// Queues a backfill for the integration (or finds the active one) and runs it here.
+    /// Queues a backfill for the integration (or finds the active one) and runs it here if
+    /// a slot is free (else it stays queued until one is, here or on another replica).
     /// Returns the job and whether it was newly created.
     pub async fn start(&self, integration: &IntegrationRow) -> Result<(JobRow, bool), StoreError> {
         let (job, created) = self
@@ -71,16 +86,21 @@ impl Backfills {
         Ok((job, created))
     }
 
-    /// Runs a job in this process unless a local runner already has it.
+    /// Runs a job in this process unless a local runner already has it or every slot is
+    /// taken (the job then stays queued).
     fn spawn(&self, job_id: String) {
         if self.ctx.shutdown.is_cancelled() {
             return;
         }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
         if !self.local.lock().expect("backfill set poisoned").insert(job_id.clone()) {
             return;
         }
         let ctx = self.ctx.clone();
         let local = self.local.clone();
+        let slot_freed = self.slot_freed.clone();
         self.tasks.spawn(async move {
             tokio::select! {
                 // Abrupt stop: drop everything mid-flight, like a crash. The lease expires.
@@ -88,20 +108,27 @@ impl Backfills {
                 _ = runner::run(&ctx, &job_id) => {}
             }
             local.lock().expect("backfill set poisoned").remove(&job_id);
+            drop(slot);
+            slot_freed.notify_one();
         });
     }
 
-    /// Picks up queued jobs and jobs whose runner died (expired lease) until shutdown.
+    /// Picks up queued jobs and jobs whose runner died (expired lease), as many as there
+    /// are free slots, until shutdown; looks again when a slot frees up.
     pub async fn supervise(self) {
         let interval = self.ctx.settings.backfill.poll_interval;
         loop {
-            match self.ctx.store.claimable_jobs().await {
-                Ok(ids) => ids.into_iter().for_each(|id| self.spawn(id)),
-                Err(e) => tracing::warn!(error = %e, "could not look for backfill jobs to resume"),
+            let free = self.slots.available_permits();
+            if free > 0 {
+                match self.ctx.store.claimable_jobs(free as i64).await {
+                    Ok(ids) => ids.into_iter().for_each(|id| self.spawn(id)),
+                    Err(e) => tracing::warn!(error = %e, "could not look for backfill jobs to resume"),
+                }
             }
             tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => break,
                 _ = self.ctx.kill.cancelled() => break,
+                _ = self.slot_freed.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
             }
         }

@@ -1,20 +1,55 @@
 //! Runs one backfill job: claim the lease, count users, then fetch pages and write them
-//! pipelined (the next page is fetched while the previous one is written), checkpointing
-//! after every committed page. The lease is renewed by checkpoints and a heartbeat; losing
-//! it (another replica took over, or the integration was deleted) stops the runner.
+//! pipelined (the next page is fetched and parsed while the previous one is written),
+//! checkpointing with every committed page. The lease is renewed by checkpoints and a
+//! heartbeat; losing it (another replica took over, the job was cancelled or superseded, or
+//! the integration was deleted) stops the runner.
+//!
+//! # Fenced writes
+//!
+//! A runner that lost its lease must not commit: a superseded runner's in-flight page from a
+//! development instance could otherwise reconcile away production rows. Every page — its
+//! upserts and its reconciliation, in one project-database transaction — commits only
+//! inside [`crate::store::ControlStore::checkpoint_fenced`]: a control-database transaction first updates
+//! the job row *where this runner still owns the lease* (recording the page's counters and
+//! cursor), and only if that row matched does the project transaction commit, while the
+//! control transaction still holds the job row's lock; then the checkpoint commits.
+//!
+//! We chose this over a fencing token stored in the project database because it needs no
+//! extra table or column in the customer's database (SPEC §2: the sync touches nothing but
+//! `capydb_auth.users`) and the lock makes it exact rather than "checked just before": every
+//! way of taking a lease away (cancel, supersede, another replica's claim after expiry) is an
+//! UPDATE of that same row, so it waits until the page's commit has finished — the page
+//! either committed while the lease was held, or the lease was gone and the page was rolled
+//! back. The only window left is the control commit failing after the project commit: the
+//! page is then committed without its checkpoint and written again on resume, which the
+//! idempotent upsert makes harmless.
+//!
+//! # Confirmed reconciliation, poison-proof pages
+//!
+//! A listed window's missing rows are candidates; each is asked of Clerk by id
+//! (`GET /v1/users/{id}`) under the same rate limiter: a 404 soft-deletes the row, a user
+//! Clerk still returns is upserted with the page (see `cursor`'s module docs for why). Every
+//! parsed user is made storable (`users::storable`); a user that still cannot be parsed or
+//! stored is skipped, counted (`users_skipped`) and named in the job's error list, and the
+//! page commits without it.
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::clerk_api::{ClerkApi, ClerkApiError};
-use super::cursor::{BackfillCursor, Listed, PagePlan};
+use super::cursor::{BackfillCursor, Listed, PagePlan, ReconcileWindow};
+use super::retry::{with_retries, Retry, RetryPolicy};
 use super::BackfillContext;
 use crate::crypto::CryptoError;
 use crate::project_db::ProjectDbError;
 use crate::providers::clerk::user_from_clerk;
 use crate::store::jobs::JobProgress;
 use crate::store::{JobRow, JobState, StoreError};
+use crate::users::writer::{BatchOutcome, PageRow};
 use crate::users::{UserRecord, UsersWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +66,8 @@ enum JobError {
     Crypto(#[from] CryptoError),
     #[error("the integration has no Clerk secret key")]
     NoSecretKey,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<ClerkApiError> for JobError {
@@ -101,11 +138,16 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
     .await
 }
 
-/// One fetched page, ready to write.
+/// One fetched page, parsed, ready to write.
 struct FetchedPage {
     plan: PagePlan,
     records: Vec<UserRecord>,
-    fetched: i64,
+    /// Per record: its JSON text as Clerk sent it, when it can be stored as is.
+    raw_json: Vec<Option<String>>,
+    /// Users of the page listed again because of the cursor's overlap.
+    overlap: i64,
+    /// `user_… : why` for users that could not be parsed.
+    skipped: Vec<String>,
 }
 
 async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> {
@@ -131,10 +173,13 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
     let mut cursor: BackfillCursor =
         job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     loop {
+        // Users this pass skipped exist at Clerk but not in the table: the count check
+        // allows for them instead of passing again (and naming them again).
+        let mut skipped = 0;
         if !cursor.done {
             match run_pass(ctx, job, &api, &db, cursor.clone(), pass_started_at).await? {
-                Stop::Finished => {}
-                other => return Ok(other),
+                (Stop::Finished, n) => skipped = n,
+                (other, _) => return Ok(other),
             }
         }
         // The pass is complete. If Clerk's count and the table's live rows disagree, users
@@ -144,7 +189,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
         }
         let in_clerk = api.count_users().await?;
         let live = live_rows(&db.pool()?).await?;
-        if in_clerk == live {
+        if (live..=live + skipped).contains(&in_clerk) {
             return Ok(Stop::Finished);
         }
         tracing::info!(in_clerk, live, pass = cursor.pass + 1, "counts differ after a pass; running another");
@@ -154,7 +199,7 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
         if !ctx.store.start_pass(&job.id, owner, pass_started_at, in_clerk).await?
             || !ctx
                 .store
-                .checkpoint_job(&job.id, owner, JobProgress::default(), &checkpoint, ctx.settings.backfill.lease_ttl)
+                .checkpoint_job(&job.id, owner, &JobProgress::default(), &checkpoint, ctx.settings.backfill.lease_ttl)
                 .await?
         {
             return Ok(Stop::LeaseLost);
@@ -191,23 +236,29 @@ async fn run_pass(
     db: &ProjectDb<'_>,
     cursor: BackfillCursor,
     pass_started_at: DateTime<Utc>,
-) -> Result<Stop, JobError> {
-    let owner = ctx.settings.instance_id.as_str();
-    let ttl = ctx.settings.backfill.lease_ttl;
+) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
-    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
+    // Pages in flight between the fetcher and the writer, in order: each is being (or has
+    // been) parsed on the blocking pool while the writer writes an earlier one.
+    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Result<FetchedPage, JobError>>>(1);
 
+    // The fetcher only scans a page for its cursor (ids and creation times) and asks for the
+    // next one, so requests leave at the limiter's pace whatever parsing and writing cost.
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
             let query = cursor.query(limit);
-            let users = tokio::select! {
-                r = api.list_users(&query) => r?,
+            let body = tokio::select! {
+                r = api.list_users_raw(&query) => r?,
                 _ = ctx.shutdown.cancelled() => return Ok::<(), JobError>(()),
             };
-            let page = prepare(&cursor, users, limit);
-            let next = page.plan.next.clone();
-            if tx.send(page).await.is_err() || next.done {
+            let (c, scanned) = (cursor.clone(), body.clone());
+            let plan = tokio::task::spawn_blocking(move || scan(&c, &scanned, limit))
+                .await
+                .map_err(|e| JobError::Internal(format!("page scanner stopped: {e}")))??;
+            let next = plan.next.clone();
+            let parsed = tokio::task::spawn_blocking(move || prepare(plan, &body));
+            if tx.send(parsed).await.is_err() || next.done {
                 return Ok(());
             }
             cursor = next;
@@ -216,23 +267,23 @@ async fn run_pass(
 
     // The writer owns the receiver, so when it stops early (lease lost, an error, shutdown)
     // the channel closes and a fetcher waiting to hand over a page stops too.
+    let mut skipped = 0;
+    let pass_skipped = &mut skipped;
     let writer = async move {
-        while let Some(page) = rx.recv().await {
-            let (written, stale, reconciled) = write_page(db, &page, pass_started_at).await?;
-            let progress = JobProgress {
-                pages: 1,
-                users_fetched: page.fetched,
-                users_written: written,
-                users_stale: stale,
-                deletions_reconciled: reconciled,
+        while let Some(parsed) = rx.recv().await {
+            let page = parsed.await.map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))??;
+            let confirmed = match &page.plan.reconcile {
+                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
+                None => Confirmed::default(),
             };
-            let checkpoint = serde_json::to_value(&page.plan.next).expect("cursor serialises");
-            if !ctx.store.checkpoint_job(&job.id, owner, progress, &checkpoint, ttl).await? {
+            let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
                 return Ok(Stop::LeaseLost);
-            }
+            };
+            *pass_skipped += progress.users_skipped;
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")
-                .increment(page.fetched as u64);
-            metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "written").increment(written as u64);
+                .increment(progress.users_fetched as u64);
+            metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "written")
+                .increment(progress.users_written as u64);
             if page.plan.next.done {
                 return Ok(Stop::Finished);
             }
@@ -249,67 +300,266 @@ async fn run_pass(
         // The fetcher ended early: either shutdown (fine) or an error (the job fails).
         fetched?;
     }
-    Ok(stop)
+    Ok((stop, skipped))
 }
 
-/// Parses a page: plans the cursor and converts the users not seen before.
-fn prepare(cursor: &BackfillCursor, users: Vec<Value>, limit: u32) -> FetchedPage {
+/// One user as the cursor sees it; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ScannedUser {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    created_at: Option<Value>,
+}
+
+/// Plans the cursor from a page: only ids and creation times are read.
+fn scan(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<PagePlan, JobError> {
+    let users: Vec<ScannedUser> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
     let listed: Vec<Listed> = users
-        .iter()
+        .into_iter()
         .map(|u| Listed {
-            id: u.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-            created_ms: u.get("created_at").and_then(Value::as_i64).unwrap_or(0),
+            id: u.id.as_ref().and_then(Value::as_str).unwrap_or_default().to_string(),
+            created_ms: u.created_at.as_ref().and_then(Value::as_i64).unwrap_or(0),
         })
         .collect();
-    let plan = cursor.plan(&listed, limit);
-    let mut records = Vec::with_capacity(plan.new_users.len());
-    for &i in &plan.new_users {
-        match user_from_clerk(&users[i]) {
-            Ok(r) => records.push(r),
-            // Kept in the page's id list (never reconciled away), just not written.
-            Err(e) => {
-                tracing::warn!(user_id = %listed[i].id, error = %e, "skipping a user Clerk returned in an unexpected shape")
-            }
-        }
-    }
-    FetchedPage { fetched: plan.new_users.len() as i64, plan, records }
+    Ok(cursor.plan(&listed, limit))
 }
 
-/// Writes one page and its reconciliation in one project-database transaction, retrying
-/// briefly while the database is unavailable. Returns (written, stale, reconciled).
-async fn write_page(
-    db: &ProjectDb<'_>,
-    page: &FetchedPage,
-    pass_started_at: DateTime<Utc>,
-) -> Result<(i64, i64, i64), ProjectDbError> {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match write_page_once(&db.pool()?, page, pass_started_at).await {
-            Err(ProjectDbError::Unavailable(msg)) if attempt < 5 => {
-                tracing::warn!(attempt, error = %msg, "project database unavailable during backfill; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * 2u64.pow(attempt))).await;
+fn not_an_array() -> JobError {
+    JobError::Clerk(ClerkApiError::Api {
+        status: 200,
+        code: "unexpected_body".into(),
+        message: "GET /v1/users did not return a JSON array".into(),
+    })
+}
+
+/// Parses a planned page: converts every user and makes it storable; users that cannot be
+/// parsed are named, not written. Each user's JSON text is kept as Clerk sent it (written to
+/// `raw` as is) unless it holds a `\u0000` escape, which only the parsed, made-storable value
+/// can carry to Postgres (SPEC §2 rule 3).
+fn prepare(plan: PagePlan, body: &[u8]) -> Result<FetchedPage, JobError> {
+    let users: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
+    let listed = users.len() as i64;
+    let mut records = Vec::with_capacity(users.len());
+    let mut raw_json = Vec::with_capacity(users.len());
+    let mut skipped = Vec::new();
+    for text in users {
+        let user: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
+        match user_from_clerk(&user) {
+            Ok(mut r) => {
+                r.make_storable();
+                records.push(r);
+                raw_json.push((!text.get().contains("\\u0000")).then(|| text.get().to_owned()));
             }
-            other => return other,
+            Err(e) => {
+                let id = user.get("id").and_then(Value::as_str).unwrap_or_default();
+                tracing::warn!(user_id = %id, error = %e, "skipping a user Clerk returned in an unexpected shape");
+                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(id)));
+            }
         }
     }
+    let overlap = (listed - plan.fetched as i64).max(0);
+    Ok(FetchedPage { plan, records, raw_json, overlap, skipped })
+}
+
+/// An id for the error list (ids come from Clerk; bounded and printable).
+fn display_id(id: &str) -> String {
+    if id.is_empty() {
+        return "(no id)".into();
+    }
+    id.chars().take(64).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+}
+
+/// What Clerk said about a window's reconciliation candidates.
+#[derive(Default)]
+struct Confirmed {
+    /// Candidates asked by id.
+    checked: i64,
+    /// Answered 404: to soft-delete.
+    gone: Vec<String>,
+    /// Still at Clerk: upserted instead.
+    kept: Vec<UserRecord>,
+    /// Still at Clerk but unparseable: neither deleted nor written.
+    skipped: Vec<String>,
+}
+
+/// Requests by id in flight at once (they share the key's rate limiter anyway).
+const CONFIRM_CONCURRENCY: usize = 4;
+
+/// Asks Clerk about every candidate of a listed window (SPEC §5: delete only on a 404).
+async fn confirm_candidates(
+    api: &ClerkApi,
+    db: &ProjectDb<'_>,
+    window: &ReconcileWindow,
+    pass_started_at: DateTime<Utc>,
+) -> Result<Confirmed, JobError> {
+    let seen: Vec<&str> = window.ids.iter().map(String::as_str).collect();
+    let candidates = with_retries(
+        &write_policy(),
+        "reconciliation candidates",
+        || async {
+            let client = db.pool()?.get().await?;
+            UsersWriter::reconcile_candidates(&client, window.from, window.to, pass_started_at, &seen).await
+        },
+        |e| if matches!(e, ProjectDbError::Unavailable(_)) { Retry::Backoff } else { Retry::No },
+    )
+    .await
+    .map_err(|e| e.error)?;
+    let mut confirmed = Confirmed { checked: candidates.len() as i64, ..Confirmed::default() };
+    if candidates.is_empty() {
+        return Ok(confirmed);
+    }
+    let answers: Vec<(String, Result<Option<Value>, ClerkApiError>)> = futures::stream::iter(candidates)
+        .map(|id| async move {
+            let answer = api.get_user(&id).await;
+            (id, answer)
+        })
+        .buffer_unordered(CONFIRM_CONCURRENCY)
+        .collect()
+        .await;
+    for (id, answer) in answers {
+        match answer? {
+            None => confirmed.gone.push(id),
+            Some(user) => match user_from_clerk(&user) {
+                Ok(mut r) => {
+                    r.make_storable();
+                    confirmed.kept.push(r);
+                }
+                Err(e) => confirmed.skipped.push(format!("{}: kept, cannot be parsed: {e}", display_id(&id))),
+            },
+        }
+    }
+    if !confirmed.gone.is_empty() || !confirmed.kept.is_empty() {
+        tracing::info!(
+            checked = confirmed.checked,
+            gone = confirmed.gone.len(),
+            kept = confirmed.kept.len(),
+            "reconciliation candidates confirmed with Clerk"
+        );
+    }
+    Ok(confirmed)
+}
+
+/// Retries of a page write while the project database is unavailable.
+fn write_policy() -> RetryPolicy {
+    RetryPolicy { base: Duration::from_millis(400), max_attempts: 5, max_throttled: 0 }
+}
+
+/// Writes one page and its reconciliation in one project-database transaction that commits
+/// only under the lease (see the module docs), retrying while the project database is
+/// unavailable. `None` = the lease is lost and nothing was committed.
+async fn write_page(
+    ctx: &BackfillContext,
+    job: &JobRow,
+    db: &ProjectDb<'_>,
+    page: &FetchedPage,
+    confirmed: &Confirmed,
+) -> Result<Option<JobProgress>, JobError> {
+    with_retries(
+        &write_policy(),
+        "backfill page write",
+        || write_page_once(ctx, job, db, page, confirmed),
+        |e| if matches!(e, JobError::Project(ProjectDbError::Unavailable(_))) { Retry::Backoff } else { Retry::No },
+    )
+    .await
+    .map_err(|e| e.error)
 }
 
 async fn write_page_once(
-    pool: &deadpool_postgres::Pool,
+    ctx: &BackfillContext,
+    job: &JobRow,
+    db: &ProjectDb<'_>,
     page: &FetchedPage,
-    pass_started_at: DateTime<Utc>,
-) -> Result<(i64, i64, i64), ProjectDbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let batch = UsersWriter::upsert_batch(&tx, &page.records).await?;
-    let reconciled = match &page.plan.reconcile {
-        Some(w) => {
-            let ids: Vec<&str> = w.ids.iter().map(String::as_str).collect();
-            UsersWriter::reconcile_window(&tx, w.from, w.to, pass_started_at, &ids, Utc::now()).await?
-        }
-        None => 0,
+    confirmed: &Confirmed,
+) -> Result<Option<JobProgress>, JobError> {
+    let mut client = db.pool()?.get().await.map_err(ProjectDbError::from)?;
+    let mut tx = client.transaction().await.map_err(ProjectDbError::from)?;
+    let mut skipped: Vec<String> = page.skipped.iter().chain(&confirmed.skipped).cloned().collect();
+    let rows: Vec<PageRow<'_>> = page
+        .records
+        .iter()
+        .zip(&page.raw_json)
+        .map(|(record, raw)| PageRow { record, raw_json: raw.as_deref() })
+        .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
+        .collect();
+    let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
+    let (written, unchanged) = (outcome.written as i64, outcome.unchanged as i64);
+    let gone: Vec<&str> = confirmed.gone.iter().map(String::as_str).collect();
+    let reconciled = UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64;
+    let kept = confirmed.kept.len() as i64;
+    let progress = JobProgress {
+        pages: 1,
+        users_fetched: page.plan.fetched as i64,
+        users_written: written,
+        // Overlap users and kept candidates are not "stale" pages of the listing.
+        users_stale: (unchanged - page.overlap).clamp(0, page.plan.fetched as i64),
+        deletions_reconciled: reconciled,
+        reconcile_checks: confirmed.checked,
+        reconcile_kept: kept,
+        users_skipped: skipped.len() as i64,
+        errors: skipped,
     };
-    tx.commit().await?;
-    Ok((batch.written as i64, batch.unchanged as i64, reconciled as i64))
+    let checkpoint = serde_json::to_value(&page.plan.next).expect("cursor serialises");
+    let owner = ctx.settings.instance_id.as_str();
+    let committed = ctx
+        .store
+        .checkpoint_fenced(&job.id, owner, &progress, &checkpoint, ctx.settings.backfill.lease_ttl, async {
+            tx.commit().await.map_err(|e| JobError::Project(e.into()))
+        })
+        .await?;
+    Ok(committed.map(|()| progress))
+}
+
+/// Upserts the page (binary COPY and one merge); if the batch is refused (a value Postgres
+/// will not store despite `make_storable`), writes the users one by one under savepoints and
+/// skips, names and counts the ones refused, so one user never stops the page.
+async fn upsert_poison_proof(
+    tx: &mut deadpool_postgres::Transaction<'_>,
+    rows: &[PageRow<'_>],
+    skipped: &mut Vec<String>,
+) -> Result<BatchOutcome, ProjectDbError> {
+    if rows.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
+    {
+        let sp = tx.savepoint("page").await?;
+        match UsersWriter::upsert_page(&sp, rows).await {
+            Ok(outcome) => {
+                sp.commit().await?;
+                return Ok(outcome);
+            }
+            Err(ProjectDbError::Query(e)) if refused_value(&e) => {
+                tracing::warn!(error = %e, "a page was refused; writing its users one by one");
+                sp.rollback().await?;
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let mut total = BatchOutcome::default();
+    for row in rows {
+        let record = row.record;
+        let sp = tx.savepoint("user").await?;
+        match UsersWriter::upsert_batch(&sp, std::slice::from_ref(record)).await {
+            Ok(outcome) => {
+                sp.commit().await?;
+                total.written += outcome.written;
+                total.unchanged += outcome.unchanged;
+            }
+            Err(ProjectDbError::Query(e)) if refused_value(&e) => {
+                sp.rollback().await?;
+                tracing::warn!(user_id = %record.id, error = %e, "skipping a user the project database refused");
+                skipped.push(format!("{}: skipped, cannot be stored: {e}", display_id(&record.id)));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(total)
+}
+
+/// Whether the database refused a *value* (SQLSTATE class 22, data exception, e.g. text it
+/// cannot encode; or 54, program limit exceeded, e.g. an index row too large) — the errors
+/// one user's data can cause. Anything else (permissions, a missing table) is about the
+/// database and fails the page as before.
+fn refused_value(message: &str) -> bool {
+    message.starts_with("22") || message.starts_with("54")
 }

@@ -101,6 +101,10 @@ pub fn job(j: &JobRow) -> pb::BackfillJob {
         created_at: Some(timestamp(j.created_at)),
         updated_at: Some(timestamp(j.updated_at)),
         resumes: j.resumes,
+        users_skipped: j.users_skipped,
+        reconcile_checks: j.reconcile_checks,
+        reconcile_kept: j.reconcile_kept,
+        errors: j.errors.clone(),
     }
 }
 

@@ -4,7 +4,13 @@
 //! A runner owns a job while `lease_owner` is its instance id and `lease_expires_at` is in the
 //! future; it renews the lease with every checkpoint and heartbeat. A job whose lease expired
 //! (the replica crashed or was killed) is claimable by anyone and resumes from `checkpoint`.
+//!
+//! The lease also fences the runner's writes to the project database:
+//! [`ControlStore::checkpoint_fenced`] renews the lease and records the page in a control
+//! transaction that holds the job's row lock while the project transaction commits, so a
+//! runner that lost the lease commits nothing (see the backfill runner's module docs).
 use chrono::{DateTime, Utc};
+use std::future::Future;
 use std::time::Duration;
 use tokio_postgres::Row;
 
@@ -58,6 +64,11 @@ pub struct JobRow {
     pub users_stale: i64,
     pub deletions_reconciled: i64,
     pub users_expected: i64,
+    pub reconcile_checks: i64,
+    pub reconcile_kept: i64,
+    pub users_skipped: i64,
+    /// Per-user problems (skipped users, by id), oldest first, at most [`MAX_JOB_ERRORS`].
+    pub errors: Vec<String>,
     pub checkpoint: Option<serde_json::Value>,
     pub pass_started_at: Option<DateTime<Utc>>,
     pub resumes: i32,
@@ -69,18 +80,39 @@ pub struct JobRow {
 }
 
 /// What one committed page adds to a job's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobProgress {
     pub pages: i64,
     pub users_fetched: i64,
     pub users_written: i64,
     pub users_stale: i64,
     pub deletions_reconciled: i64,
+    pub reconcile_checks: i64,
+    pub reconcile_kept: i64,
+    pub users_skipped: i64,
+    /// Appended to the job's error list (which keeps its first [`MAX_JOB_ERRORS`]).
+    pub errors: Vec<String>,
 }
+
+/// Per-user problems a job keeps (the count in `users_skipped` is exact).
+pub const MAX_JOB_ERRORS: i64 = 100;
 
 const COLUMNS: &str = "id, integration_id, project_id, provider, state, pages, users_fetched, users_written, \
      users_stale, deletions_reconciled, users_expected, checkpoint, pass_started_at, resumes, error, created_at, \
-     started_at, finished_at, updated_at";
+     started_at, finished_at, updated_at, reconcile_checks, reconcile_kept, users_skipped, errors";
+
+/// Adds a page's counters, stores the cursor and renews the lease — only for the lease owner.
+const CHECKPOINT: &str = "UPDATE capydb_auth_sync.backfill_jobs SET pages = pages + $3, \
+       users_fetched = users_fetched + $4, users_written = users_written + $5, users_stale = users_stale + $6, \
+       deletions_reconciled = deletions_reconciled + $7, checkpoint = $8, \
+       lease_expires_at = now() + make_interval(secs => $9), updated_at = now(), \
+       reconcile_checks = reconcile_checks + $10, reconcile_kept = reconcile_kept + $11, \
+       users_skipped = users_skipped + $12, \
+       errors = CASE WHEN jsonb_array_length($13::jsonb) = 0 THEN errors ELSE ( \
+         SELECT COALESCE(jsonb_agg(e ORDER BY o), '[]'::jsonb) FROM ( \
+           SELECT e, o FROM jsonb_array_elements(errors || $13::jsonb) WITH ORDINALITY AS t(e, o) \
+           ORDER BY o LIMIT $14) kept) END \
+     WHERE id = $1 AND lease_owner = $2 AND state = 'running'";
 
 fn job(r: &Row) -> JobRow {
     JobRow {
@@ -103,6 +135,10 @@ fn job(r: &Row) -> JobRow {
         started_at: r.get(16),
         finished_at: r.get(17),
         updated_at: r.get(18),
+        reconcile_checks: r.get(19),
+        reconcile_kept: r.get(20),
+        users_skipped: r.get(21),
+        errors: serde_json::from_value(r.get(22)).unwrap_or_default(),
     }
 }
 
@@ -158,15 +194,16 @@ impl ControlStore {
         Ok(c.query_opt(&sql, &[&job_id, &owner, &secs(ttl)]).await?.map(|r| job(&r)))
     }
 
-    /// Jobs that need a runner: queued without a live lease, or running with an expired one.
-    pub async fn claimable_jobs(&self) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` jobs that need a runner, oldest first: queued without a live lease, or
+    /// running with an expired one.
+    pub async fn claimable_jobs(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         let c = self.client().await?;
         let rows = c
             .query(
                 "SELECT id FROM capydb_auth_sync.backfill_jobs \
                  WHERE state IN ('queued', 'running') AND (lease_owner IS NULL OR lease_expires_at < now()) \
-                 ORDER BY created_at LIMIT 100",
-                &[],
+                 ORDER BY created_at LIMIT $1",
+                &[&limit],
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -199,32 +236,54 @@ impl ControlStore {
         &self,
         job_id: &str,
         owner: &str,
-        progress: JobProgress,
+        progress: &JobProgress,
         checkpoint: &serde_json::Value,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let c = self.client().await?;
+        let errors = serde_json::json!(progress.errors);
         let n = c
-            .execute(
-                "UPDATE capydb_auth_sync.backfill_jobs SET pages = pages + $3, users_fetched = users_fetched + $4, \
-                   users_written = users_written + $5, users_stale = users_stale + $6, \
-                   deletions_reconciled = deletions_reconciled + $7, checkpoint = $8, \
-                   lease_expires_at = now() + make_interval(secs => $9), updated_at = now() \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-                &[
-                    &job_id,
-                    &owner,
-                    &progress.pages,
-                    &progress.users_fetched,
-                    &progress.users_written,
-                    &progress.users_stale,
-                    &progress.deletions_reconciled,
-                    checkpoint,
-                    &secs(ttl),
-                ],
-            )
+            .execute(CHECKPOINT, &checkpoint_params(&job_id, &owner, progress, checkpoint, &secs(ttl), &errors))
             .await?;
         Ok(n == 1)
+    }
+
+    /// The fence of a page: checkpoints like [`Self::checkpoint_job`] inside a control
+    /// transaction, and only if that found the lease still ours runs `commit` (the project
+    /// transaction's COMMIT) while the job's row stays locked, then commits the checkpoint.
+    ///
+    /// The row lock is what makes this a fence and not just a check: a cancel, a supersede or
+    /// another replica's claim is an UPDATE of the same row and waits until the project commit
+    /// has happened (or failed), so no page commits after its runner lost the lease. `None` =
+    /// the lease was lost: `commit` is dropped unpolled, which rolls the project transaction back.
+    /// If the checkpoint's own commit fails after the page committed, the page is simply
+    /// written again on resume (the upsert is idempotent).
+    pub async fn checkpoint_fenced<T, E, F>(
+        &self,
+        job_id: &str,
+        owner: &str,
+        progress: &JobProgress,
+        checkpoint: &serde_json::Value,
+        ttl: Duration,
+        commit: F,
+    ) -> Result<Option<T>, E>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: From<StoreError>,
+    {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(StoreError::from)?;
+        let errors = serde_json::json!(progress.errors);
+        let n = tx
+            .execute(CHECKPOINT, &checkpoint_params(&job_id, &owner, progress, checkpoint, &secs(ttl), &errors))
+            .await
+            .map_err(StoreError::from)?;
+        if n != 1 {
+            return Ok(None);
+        }
+        let out = commit.await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Some(out))
     }
 
     /// Renews the lease. `false` = lost.
@@ -324,4 +383,30 @@ impl ControlStore {
         );
         Ok(c.query_opt(&sql, &[&integration_id]).await?.map(|r| job(&r)))
     }
+}
+
+fn checkpoint_params<'a>(
+    job_id: &'a &'a str,
+    owner: &'a &'a str,
+    p: &'a JobProgress,
+    checkpoint: &'a serde_json::Value,
+    ttl_secs: &'a f64,
+    errors: &'a serde_json::Value,
+) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 14] {
+    [
+        job_id,
+        owner,
+        &p.pages,
+        &p.users_fetched,
+        &p.users_written,
+        &p.users_stale,
+        &p.deletions_reconciled,
+        checkpoint,
+        ttl_secs,
+        &p.reconcile_checks,
+        &p.reconcile_kept,
+        &p.users_skipped,
+        errors,
+        &MAX_JOB_ERRORS,
+    ]
 }

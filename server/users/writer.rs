@@ -20,6 +20,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use std::collections::{HashMap, HashSet};
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use super::record::{UserChange, UserDeletion, UserRecord, UserSighting};
 use crate::project_db::ProjectDbError;
@@ -187,16 +188,121 @@ FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id 
 /// the table (several integrations on one database) and are never reconciled by Clerk.
 const CLERK_ROWS: &str = "raw->>'object' = 'user' AND id LIKE 'user\\_%'";
 
-/// Soft-deletes Clerk rows whose users Clerk no longer returns (backfill reconciliation),
-/// within one window of creation times that Clerk has just listed in full.
-const RECONCILE: &str = "
-UPDATE capydb_auth.users SET deleted_at = $5
+/// Backfill reconciliation, step 1: live Clerk rows created in a window Clerk has just listed
+/// in full (and before the pass began) that the listing did not contain. Only candidates:
+/// each is asked of Clerk by id before anything is deleted (SPEC §5).
+const RECONCILE_CANDIDATES: &str = "
+SELECT id FROM capydb_auth.users
 WHERE deleted_at IS NULL
   AND raw->>'object' = 'user' AND id LIKE 'user\\_%'
   AND created_at >= $1
   AND ($2::timestamptz IS NULL OR created_at < $2)
   AND created_at < $3
-  AND NOT (id = ANY($4::text[]))";
+  AND NOT (id = ANY($4::text[]))
+ORDER BY id";
+
+/// Backfill reconciliation, step 2: soft-deletes rows Clerk confirmed gone (404 by id).
+/// Sticky like every delete: an already deleted row keeps its earlier time.
+const DELETE_CONFIRMED: &str = "
+UPDATE capydb_auth.users SET deleted_at = $2
+WHERE id = ANY($1::text[]) AND deleted_at IS NULL";
+
+/// A backfill page's staging table: binary COPY lands here, one set-based merge moves it
+/// into `capydb_auth.users`. Temporary, so it costs no WAL and lives in no schema of the
+/// customer's; dropped when the page's transaction commits.
+const PAGE_STAGING: &str = "
+CREATE TEMP TABLE capydb_auth_page (
+  id text, email text, first_name text, last_name text, username text, image_url text,
+  created_at timestamptz, updated_at timestamptz, last_sign_in_at timestamptz, raw jsonb
+) ON COMMIT DROP";
+
+const PAGE_COPY: &str = "COPY capydb_auth_page FROM STDIN (FORMAT binary)";
+
+/// How many of a page's ids have a row already (0 = the page may be COPYed straight in).
+const PAGE_EXISTING: &str = "SELECT count(*) FROM capydb_auth.users WHERE id = ANY($1::text[])";
+
+/// The fast path of a page none of whose users has a row: straight into the table.
+const PAGE_COPY_DIRECT: &str = "COPY capydb_auth.users \
+  (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw) \
+  FROM STDIN (FORMAT binary)";
+
+/// The page merge: the same rules and SET list as [`UPSERT`] (rule 1 by object key, `deleted_at`
+/// untouched, `last_sign_in_at` never back), for a staging table of distinct ids.
+const PAGE_MERGE: &str = concat!(
+    "
+WITH written AS (
+  INSERT INTO capydb_auth.users AS u
+    (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
+  SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
+  FROM capydb_auth_page
+  ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name,
+    username = EXCLUDED.username,
+    image_url = EXCLUDED.image_url,
+    created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at,
+    last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
+    raw = EXCLUDED.raw
+  WHERE ",
+    object_key!("EXCLUDED"),
+    " > ",
+    object_key!("u"),
+    "
+  RETURNING 1
+)
+SELECT count(*) FROM written"
+);
+
+/// Rule 4 for the page's objects that lost rule 1 (see [`SIGN_IN_FORWARD`]).
+const PAGE_SIGN_IN_FORWARD: &str = "
+UPDATE capydb_auth.users AS u SET last_sign_in_at = s.last_sign_in_at
+FROM capydb_auth_page s
+WHERE u.id = s.id AND s.last_sign_in_at IS NOT NULL
+  AND (u.last_sign_in_at IS NULL OR u.last_sign_in_at < s.last_sign_in_at)";
+
+/// Column types of [`PAGE_STAGING`], in order, for the binary COPY.
+const PAGE_TYPES: [Type; 10] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::JSONB,
+];
+
+/// One user of a backfill page: its record, and `raw` as the JSON text the provider sent
+/// when the caller kept it (written as is, never re-serialised); else `record.raw` is used.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRow<'a> {
+    pub record: &'a UserRecord,
+    pub raw_json: Option<&'a str>,
+}
+
+/// JSON text bound as `jsonb`/`json` without parsing or re-serialising it.
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]); // jsonb binary format version
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+
+    to_sql_checked!();
+}
 
 /// Stateless: the merge rules are SQL; the writer just runs them on a caller's connection or
 /// transaction.
@@ -405,17 +511,109 @@ impl UsersWriter {
             .await?)
     }
 
-    /// Soft-deletes live Clerk rows created in `[from, to)` (to = None: no upper bound) and
-    /// before `pass_started_at` whose ids are not in `seen`. Returns how many rows it deleted.
-    pub async fn reconcile_window(
+    /// Reconciliation candidates of one listed window: live Clerk rows created in `[from, to)`
+    /// (to = None: no upper bound) and before `pass_started_at` whose ids are not in `seen`.
+    pub async fn reconcile_candidates(
         c: &impl GenericClient,
         from: DateTime<Utc>,
         to: Option<DateTime<Utc>>,
         pass_started_at: DateTime<Utc>,
         seen: &[&str],
+    ) -> Result<Vec<String>, ProjectDbError> {
+        let rows = c.query(RECONCILE_CANDIDATES, &[&from, &to, &pass_started_at, &seen]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Soft-deletes the rows of users the provider confirmed gone. Returns how many rows it
+    /// deleted (rows already deleted keep their time).
+    pub async fn delete_confirmed(
+        c: &impl GenericClient,
+        ids: &[&str],
         deleted_at: DateTime<Utc>,
     ) -> Result<u64, ProjectDbError> {
-        Ok(c.execute(RECONCILE, &[&from, &to, &pass_started_at, &seen, &deleted_at]).await?)
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(c.execute(DELETE_CONFIRMED, &[&ids, &deleted_at]).await?)
+    }
+
+    /// Upserts a backfill page under the merge rules at COPY speed: the rows are
+    /// binary-COPYed into a temporary staging table, then one set-based merge (the same rule
+    /// expressions as [`UsersWriter::apply_batch`]'s upsert) and rule 4 for the objects that
+    /// lost. Must run in a transaction (the staging table lives until its commit). A page
+    /// naming one id twice takes the layered path of `apply_batch` instead, which applies
+    /// repeats in order.
+    pub async fn upsert_page(
+        tx: &deadpool_postgres::Transaction<'_>,
+        rows: &[PageRow<'_>],
+    ) -> Result<BatchOutcome, ProjectDbError> {
+        if rows.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let mut ids = HashSet::with_capacity(rows.len());
+        if !rows.iter().all(|r| ids.insert(r.record.id.as_str())) {
+            let records: Vec<UserRecord> = rows.iter().map(|r| r.record.clone()).collect();
+            return Self::upsert_batch(tx, &records).await;
+        }
+        // Fast path: no row of the page exists yet (a first backfill), so every user is an
+        // insert under the rules and the page is COPYed straight into the table. A writer that
+        // inserts one of these ids meanwhile makes the COPY fail on the primary key; the page
+        // then takes the merge path below, which decides row by row.
+        let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
+        let existing: i64 = tx.query_one(PAGE_EXISTING, &[&ids]).await?.get(0);
+        if existing == 0 {
+            tx.batch_execute("SAVEPOINT capydb_page_direct").await?;
+            match Self::copy_rows(tx, PAGE_COPY_DIRECT, rows).await {
+                Ok(n) => {
+                    tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct").await?;
+                    return Ok(BatchOutcome { written: n, unchanged: rows.len() as u64 - n.min(rows.len() as u64) });
+                }
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT capydb_page_direct").await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.batch_execute(PAGE_STAGING).await?;
+        Self::copy_rows(tx, PAGE_COPY, rows).await?;
+        let merged: i64 = tx.query_one(PAGE_MERGE, &[]).await?.get(0);
+        let moved = tx.execute(PAGE_SIGN_IN_FORWARD, &[]).await?;
+        let written = merged as u64 + moved;
+        Ok(BatchOutcome { written, unchanged: rows.len() as u64 - written.min(rows.len() as u64) })
+    }
+
+    /// Binary-COPYs `rows` with `copy` (into the staging table or the users table).
+    async fn copy_rows(
+        tx: &deadpool_postgres::Transaction<'_>,
+        copy: &str,
+        rows: &[PageRow<'_>],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let sink = tx.copy_in(copy).await?;
+        let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &PAGE_TYPES);
+        futures::pin_mut!(writer);
+        for row in rows {
+            let r = row.record;
+            let raw: &(dyn ToSql + Sync) = match row.raw_json {
+                Some(text) => &JsonText(text),
+                None => &r.raw,
+            };
+            writer
+                .as_mut()
+                .write(&[
+                    &r.id,
+                    &r.email,
+                    &r.first_name,
+                    &r.last_name,
+                    &r.username,
+                    &r.image_url,
+                    &r.created_at,
+                    &r.updated_at,
+                    &r.last_sign_in_at,
+                    raw,
+                ])
+                .await?;
+        }
+        writer.finish().await
     }
 
     /// Live rows a Clerk backfill answers for (the count check after a pass).

@@ -568,3 +568,357 @@ async fn a_crowded_millisecond_with_churn_never_soft_deletes_a_live_user() {
         assert_eq!(rows[id].deleted_at, None, "{id} exists at Clerk and must stay live");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 9: confirmed reconciliation, fenced writers, poison-proof pages, bounded cursor,
+// bounded concurrency.
+
+fn clerk_live_request(project: &str, db: &str, key: &str, whsec: &str) -> ConfigureIntegrationRequest {
+    ConfigureIntegrationRequest {
+        credentials: Some(Credentials { secret_key: key.into(), webhook_signing_secret: whsec.into() }),
+        ..clerk_request(project, db, key)
+    }
+}
+
+async fn control_job(app: &TestApp) -> (String, i64, Option<String>, Value) {
+    let row = connect(&app.control_url)
+        .await
+        .query_one(
+            "SELECT id, pages, lease_owner, COALESCE(checkpoint, 'null'::jsonb) FROM capydb_auth_sync.backfill_jobs \
+             ORDER BY created_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+async fn row_count(app: &TestApp) -> i64 {
+    app.project().await.query_one("SELECT count(*) FROM capydb_auth.users", &[]).await.unwrap().get(0)
+}
+
+/// Polls (bounded) until `pred` holds.
+async fn eventually<F, Fut>(what: &str, mut pred: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !pred().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_imported_back_dated_while_its_page_is_in_flight_stays_live() {
+    let clerk = fake(500).await;
+    let app = app_for(&clerk, 50).await;
+    let whsec = new_whsec();
+    let users = clerk.users_snapshot();
+    // Page 1 is request 2 (request 1 is the key check): hold it while we set the trap.
+    let first = clerk.pause_users_request(2);
+    // Page 4 (request 5): when it arrives, page 3 has been listed and waits for the writer.
+    let fourth = clerk.pause_users_request(5);
+    app.client
+        .configure_integration(clerk_live_request("race", &app.project_url, clerk.secret_key(), &whsec))
+        .await
+        .unwrap();
+    first.wait_arrived().await;
+
+    // Keep the writer busy on page 2: a webhook writes one of its users, and a transaction of
+    // ours holds that row's lock.
+    let blocker = &users[60];
+    let (status, _) = app.send_clerk("race", &whsec, &clerk_event("user.created", blocker.clone(), 1)).await;
+    assert_eq!(status, 200);
+    let mut locker = app.project().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM capydb_auth.users WHERE id = $1 FOR UPDATE", &[&blocker["id"].as_str().unwrap()])
+        .await
+        .unwrap();
+    first.release();
+    fourth.wait_arrived().await;
+
+    // Page 3 (users ~100..149) is listed, not yet written. A migration imports a user with a
+    // created_at inside that window; its user.created webhook lands at once.
+    let back_dated = users[120]["created_at"].as_i64().unwrap() + 1;
+    let imported = clerk.create_user_at(back_dated);
+    let imported_id = imported["id"].as_str().unwrap().to_string();
+    let (status, body) = app.send_clerk("race", &whsec, &clerk_event("user.created", imported.clone(), 2)).await;
+    assert_eq!(status, 200, "{body}");
+    lock.commit().await.unwrap();
+    fourth.release();
+
+    let done = app.wait_backfill_done("race").await;
+    succeeded(&done);
+    let table = users_table(&app.project().await).await;
+    assert!(table[&imported_id].deleted_at.is_none(), "the imported user is live");
+    assert!(done.reconcile_kept >= 1, "Clerk was asked and still had the user: {done:?}");
+    assert_eq!(done.deletions_reconciled, 0);
+    assert!(clerk.stats().user_requests >= 1);
+    assert_table_mirrors(&app, &clerk, &[]).await;
+}
+
+#[tokio::test]
+async fn a_user_hidden_from_lists_but_served_by_id_is_upserted_not_deleted() {
+    let clerk = fake(120).await;
+    let app = app_for(&clerk, 50).await;
+    app.client.configure_integration(clerk_request("hidden", &app.project_url, clerk.secret_key())).await.unwrap();
+    succeeded(&app.wait_backfill_done("hidden").await);
+    let victim = clerk.user_ids()[70].clone();
+    clerk.update_user(&victim, |u| u["first_name"] = json!("Renamed"));
+    clerk.hide_from_lists(&victim);
+
+    app.client.run_backfill("hidden", Provider::Clerk).await.unwrap();
+    let done = app.wait_backfill_done("hidden").await;
+    succeeded(&done);
+    assert_eq!(done.deletions_reconciled, 0);
+    assert!(done.reconcile_checks >= 1 && done.reconcile_kept >= 1, "{done:?}");
+    let table = users_table(&app.project().await).await;
+    let row = &table[&victim];
+    assert!(row.deleted_at.is_none(), "a user Clerk still returns is never deleted");
+    assert_eq!(row.first_name.as_deref(), Some("Renamed"), "and it is upserted from the answer by id");
+    assert_eq!(clerk.stats().user_not_found, 0);
+}
+
+#[tokio::test]
+async fn a_user_deleted_at_clerk_is_soft_deleted_after_a_404_by_id() {
+    let clerk = fake(90).await;
+    let app = app_for(&clerk, 40).await;
+    app.client.configure_integration(clerk_request("gone", &app.project_url, clerk.secret_key())).await.unwrap();
+    succeeded(&app.wait_backfill_done("gone").await);
+    let ids = clerk.user_ids();
+    let gone: Vec<String> = [5usize, 45, 88].iter().map(|&i| ids[i].clone()).collect();
+    for id in &gone {
+        assert!(clerk.delete_user(id));
+    }
+    app.client.run_backfill("gone", Provider::Clerk).await.unwrap();
+    let done = app.wait_backfill_done("gone").await;
+    succeeded(&done);
+    assert_eq!((done.deletions_reconciled, done.reconcile_checks, done.reconcile_kept), (3, 3, 0));
+    let by_id: Vec<String> = clerk
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/users/user_") && r.status == 404)
+        .map(|r| r.path.trim_start_matches("/v1/users/").to_string())
+        .collect();
+    let mut asked = by_id.clone();
+    asked.sort();
+    let mut expected = gone.clone();
+    expected.sort();
+    assert_eq!(asked, expected, "each deletion was confirmed by a 404 by id");
+    assert_table_mirrors(&app, &clerk, &gone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_runner_commits_nothing_after_losing_its_lease() {
+    let clerk = fake(1_000).await;
+    // A long lease: the heartbeat (every lease/3) does not notice the loss first; the fence must.
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 100;
+            s.backfill.lease_ttl = Duration::from_secs(120);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let gate = clerk.pause_users_request(5); // page 4
+    app.client.configure_integration(clerk_request("fence", &app.project_url, clerk.secret_key())).await.unwrap();
+    gate.wait_arrived().await;
+
+    // Another replica takes the job over (as after an expiry). This UPDATE waits for a page
+    // commit in flight, so what is in the table now is everything the old runner committed.
+    let control = connect(&app.control_url).await;
+    let (job_id, _, _, _) = control_job(&app).await;
+    let taken = control
+        .execute(
+            "UPDATE capydb_auth_sync.backfill_jobs SET lease_owner = 'replica-b', \
+             lease_expires_at = now() + interval '1 hour' WHERE id = $1 AND state = 'running'",
+            &[&job_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, 1);
+    let (_, pages_before, _, checkpoint_before) = control_job(&app).await;
+    let rows_before = row_count(&app).await;
+    assert!(rows_before < 1_000);
+
+    gate.release();
+    // The old runner fetches page 4, tries to commit it, finds the lease gone and stops.
+    eventually("the old runner stopped", || async {
+        captured_logs().lines().any(|l| l.contains(&job_id) && l.contains("backfill runner stopped"))
+    })
+    .await;
+    assert!(clerk.stats().users_requests_answered >= 5, "page 4 was fetched");
+    assert_eq!(row_count(&app).await, rows_before, "no page committed after the lease was lost");
+    let (_, pages_after, owner, checkpoint_after) = control_job(&app).await;
+    assert_eq!((pages_after, owner.as_deref()), (pages_before, Some("replica-b")));
+    assert_eq!(checkpoint_after, checkpoint_before);
+    assert!(!captured_logs().lines().any(|l| l.contains(&job_id) && l.contains("backfill failed")));
+}
+
+#[tokio::test]
+async fn a_nul_name_lands_as_a_replacement_character_and_an_unparseable_user_is_skipped_and_named() {
+    let clerk = fake(60).await;
+    let ids = clerk.user_ids();
+    let (nul, bad) = (ids[10].clone(), ids[20].clone());
+    clerk.update_user(&nul, |u| u["first_name"] = json!("Ann\u{0}e"));
+    clerk.update_user(&bad, |u| u["first_name"] = json!(42));
+    let app = app_for(&clerk, 25).await;
+    app.client.configure_integration(clerk_request("poison", &app.project_url, clerk.secret_key())).await.unwrap();
+    let done = app.wait_backfill_done("poison").await;
+    succeeded(&done);
+    assert_eq!(done.users_skipped, 1);
+    assert_eq!(done.errors.len(), 1, "{:?}", done.errors);
+    assert!(done.errors[0].starts_with(&bad), "the skipped user is named: {:?}", done.errors);
+    let table = users_table(&app.project().await).await;
+    assert_eq!(table.len(), 59, "everyone else landed");
+    assert!(!table.contains_key(&bad));
+    let row = &table[&nul];
+    assert_eq!(row.first_name.as_deref(), Some("Ann\u{FFFD}e"));
+    assert_eq!(row.raw.as_ref().unwrap()["first_name"], "Ann\u{FFFD}e");
+    let status = app.client.get_sync_status("poison", Provider::Clerk).await.unwrap();
+    assert_eq!(status.last_backfill.unwrap().users_skipped, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_users_in_one_millisecond_complete_with_a_small_checkpoint() {
+    let clerk = fake(0).await;
+    const CROWDED: i64 = 1_700_000_000_000;
+    clerk.with_users(|u| {
+        for i in 0..5 {
+            u.create_at(CROWDED - 1_000 + i);
+        }
+        for _ in 0..20_000 {
+            u.create_at(CROWDED);
+        }
+        for i in 0..5 {
+            u.create_at(CROWDED + 1_000 + i);
+        }
+    });
+    let app = app_for(&clerk, 500).await;
+    let midway = clerk.pause_users_request(20);
+    app.client.configure_integration(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
+    midway.wait_arrived().await;
+    let (_, _, _, checkpoint) = control_job(&app).await;
+    let size = checkpoint.to_string().len();
+    assert!(checkpoint["tie_offset"].is_u64(), "inside the crowded millisecond: {checkpoint}");
+    assert!(size < 4_096, "checkpoint of {size} bytes");
+    midway.release();
+
+    let done = app.wait_backfill_done("crowd").await;
+    succeeded(&done);
+    assert_eq!(row_count(&app).await, 20_010);
+    assert_eq!(done.users_fetched, 20_010, "overlap is not counted twice");
+    let (_, _, _, last) = control_job(&app).await;
+    assert!(last.to_string().len() < 4_096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_ten_queued_jobs_runs_at_most_its_concurrency_at_once() {
+    let clerk = fake(1_500).await;
+    // 20 requests/s shared by all jobs of the key: each job lasts a while.
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 50;
+            s.clerk.rate_limit_test = 20;
+            s.clerk.rate_window = Duration::from_secs(1);
+            s.backfill.concurrency = 2;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let control = connect(&app.control_url).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let poller = {
+        let stop = stop.clone();
+        let control_url = app.control_url.clone();
+        tokio::spawn(async move {
+            let c = connect(&control_url).await;
+            let (mut max_running, mut max_queued) = (0i64, 0i64);
+            while !stop.is_cancelled() {
+                let r = c
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'queued') \
+                         FROM capydb_auth_sync.backfill_jobs",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                max_running = max_running.max(r.get(0));
+                max_queued = max_queued.max(r.get(1));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (max_running, max_queued)
+        })
+    };
+    let mut dbs = Vec::new();
+    for i in 0..10 {
+        let db = new_project_db().await;
+        app.client.configure_integration(clerk_request(&format!("many-{i}"), &db, clerk.secret_key())).await.unwrap();
+        dbs.push(db);
+    }
+    // The last one queued behind the others is visible as queued.
+    let status = app.client.get_sync_status("many-9", Provider::Clerk).await.unwrap();
+    assert_eq!(status.current_backfill.unwrap().state, BackfillState::Queued as i32);
+
+    eventually("all ten backfills ended", || async {
+        let n: i64 = control
+            .query_one("SELECT count(*) FROM capydb_auth_sync.backfill_jobs WHERE state = 'succeeded'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n == 10
+    })
+    .await;
+    stop.cancel();
+    let (max_running, max_queued) = poller.await.unwrap();
+    assert_eq!(max_running, 2, "never more than the configured concurrency at once");
+    assert!(max_queued >= 1, "the others waited their turn");
+    for i in 0..10 {
+        let job = app.wait_backfill_done(&format!("many-{i}")).await;
+        succeeded(&job);
+        assert_eq!(job.users_written, 1_500);
+    }
+}
+
+#[tokio::test]
+async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_forward() {
+    let clerk = fake(30).await;
+    let ids = clerk.user_ids();
+    let (a, b) = (ids[3].clone(), ids[7].clone());
+    let clerk_b = clerk.update_user(&b, |u| u["last_sign_in_at"] = json!(1_700_000_900_000i64)).unwrap();
+    let app = app_for(&clerk, 10).await;
+    let whsec = new_whsec();
+    let gate = clerk.pause_users_request(2);
+    app.client
+        .configure_integration(clerk_live_request("rules", &app.project_url, clerk.secret_key(), &whsec))
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    // A: deleted by a webhook before the backfill lists it (a tombstone).
+    let deleted = clerk_event("user.deleted", json!({"id": a, "object": "user", "deleted": true}), 1_700_000_000_000);
+    assert_eq!(app.send_clerk("rules", &whsec, &deleted).await.0, 200);
+    // B: a webhook brought a newer object with an older sign-in than Clerk's listing has.
+    let mut newer = clerk_b.clone();
+    newer["updated_at"] = json!(clerk_b["updated_at"].as_i64().unwrap() + 10_000);
+    newer["first_name"] = json!("FromWebhook");
+    newer["last_sign_in_at"] = json!(1_700_000_100_000i64);
+    assert_eq!(app.send_clerk("rules", &whsec, &clerk_event("user.updated", newer, 1)).await.0, 200);
+    gate.release();
+
+    succeeded(&app.wait_backfill_done("rules").await);
+    let table = users_table(&app.project().await).await;
+    let row_a = &table[&a];
+    assert!(row_a.deleted_at.is_some(), "a delete is sticky");
+    assert_eq!(
+        row_a.first_name,
+        clerk.user(&a).unwrap()["first_name"].as_str().map(str::to_string),
+        "tombstone filled"
+    );
+    let row_b = &table[&b];
+    assert_eq!(row_b.first_name.as_deref(), Some("FromWebhook"), "the newer webhook object stays");
+    assert_eq!(row_b.last_sign_in_at, Some(ms(1_700_000_900_000)), "the sign-in moved forward");
+}
