@@ -101,7 +101,7 @@ impl Server {
     async fn backfill(&self, project_url: &str, key: &str) -> (BackfillJob, f64) {
         let started = Instant::now();
         self.client
-            .configure_integration(ConfigureIntegrationRequest {
+            .configure_raw_request(ConfigureIntegrationRequest {
                 project_id: "bench".into(),
                 provider: Provider::Clerk as i32,
                 database_url: project_url.into(),

@@ -621,7 +621,7 @@ async fn a_user_imported_back_dated_while_its_page_is_in_flight_stays_live() {
     // Page 4 (request 5): when it arrives, page 3 has been listed and waits for the writer.
     let fourth = clerk.pause_users_request(5);
     app.client
-        .configure_integration(clerk_live_request("race", &app.project_url, clerk.secret_key(), &whsec))
+        .configure_raw_request(clerk_live_request("race", &app.project_url, clerk.secret_key(), &whsec))
         .await
         .unwrap();
     first.wait_arrived().await;
@@ -663,7 +663,7 @@ async fn a_user_imported_back_dated_while_its_page_is_in_flight_stays_live() {
 async fn a_user_hidden_from_lists_but_served_by_id_is_upserted_not_deleted() {
     let clerk = fake(120).await;
     let app = app_for(&clerk, 50).await;
-    app.client.configure_integration(clerk_request("hidden", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("hidden", &app.project_url, clerk.secret_key())).await.unwrap();
     succeeded(&app.wait_backfill_done("hidden").await);
     let victim = clerk.user_ids()[70].clone();
     clerk.update_user(&victim, |u| u["first_name"] = json!("Renamed"));
@@ -685,7 +685,7 @@ async fn a_user_hidden_from_lists_but_served_by_id_is_upserted_not_deleted() {
 async fn a_user_deleted_at_clerk_is_soft_deleted_after_a_404_by_id() {
     let clerk = fake(90).await;
     let app = app_for(&clerk, 40).await;
-    app.client.configure_integration(clerk_request("gone", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("gone", &app.project_url, clerk.secret_key())).await.unwrap();
     succeeded(&app.wait_backfill_done("gone").await);
     let ids = clerk.user_ids();
     let gone: Vec<String> = [5usize, 45, 88].iter().map(|&i| ids[i].clone()).collect();
@@ -724,7 +724,7 @@ async fn a_superseded_runner_commits_nothing_after_losing_its_lease() {
     })
     .await;
     let gate = clerk.pause_users_request(5); // page 4
-    app.client.configure_integration(clerk_request("fence", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("fence", &app.project_url, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
 
     // Another replica takes the job over (as after an expiry). This UPDATE waits for a page
@@ -766,7 +766,7 @@ async fn a_nul_name_lands_as_a_replacement_character_and_an_unparseable_user_is_
     clerk.update_user(&nul, |u| u["first_name"] = json!("Ann\u{0}e"));
     clerk.update_user(&bad, |u| u["first_name"] = json!(42));
     let app = app_for(&clerk, 25).await;
-    app.client.configure_integration(clerk_request("poison", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("poison", &app.project_url, clerk.secret_key())).await.unwrap();
     let done = app.wait_backfill_done("poison").await;
     succeeded(&done);
     assert_eq!(done.users_skipped, 1);
@@ -799,7 +799,7 @@ async fn twenty_thousand_users_in_one_millisecond_complete_with_a_small_checkpoi
     });
     let app = app_for(&clerk, 500).await;
     let midway = clerk.pause_users_request(20);
-    app.client.configure_integration(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
+    app.client.configure_raw_request(clerk_request("crowd", &app.project_url, clerk.secret_key())).await.unwrap();
     midway.wait_arrived().await;
     let (_, _, _, checkpoint) = control_job(&app).await;
     let size = checkpoint.to_string().len();
@@ -857,7 +857,7 @@ async fn a_replica_with_ten_queued_jobs_runs_at_most_its_concurrency_at_once() {
     let mut dbs = Vec::new();
     for i in 0..10 {
         let db = new_project_db().await;
-        app.client.configure_integration(clerk_request(&format!("many-{i}"), &db, clerk.secret_key())).await.unwrap();
+        app.client.configure_raw_request(clerk_request(&format!("many-{i}"), &db, clerk.secret_key())).await.unwrap();
         dbs.push(db);
     }
     // The last one queued behind the others is visible as queued.
@@ -894,7 +894,7 @@ async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_f
     let whsec = new_whsec();
     let gate = clerk.pause_users_request(2);
     app.client
-        .configure_integration(clerk_live_request("rules", &app.project_url, clerk.secret_key(), &whsec))
+        .configure_raw_request(clerk_live_request("rules", &app.project_url, clerk.secret_key(), &whsec))
         .await
         .unwrap();
     gate.wait_arrived().await;
