@@ -62,6 +62,8 @@ async fn main() {
         vec![SecretString::from(TOKEN.to_string())],
     );
     settings.project_db.pool_size = 16;
+    // The project databases are on loopback, which only dev mode allows by default.
+    settings.project_db.outbound = std::sync::Arc::new(capydb_auth_sync::outbound::OutboundPolicy::dev());
     if let Some(c) = &clerk {
         settings.clerk.api_url = c.url();
         settings.clerk.rate_limit_test = 1_000_000;

@@ -14,7 +14,8 @@
 //!   merge rules (webhooks and backfill both write through it);
 //! - `backfill`: Clerk Backend API client, paging cursor, job runner with leases;
 //! - `store`: the control database (integrations, counters, jobs, migrations);
-//! - `project_db`: pools to customers' databases; `crypto`: secrets at rest;
+//! - `project_db`: pools to customers' databases (TLS); `outbound`: where they may be;
+//!   `crypto`: secrets at rest;
 //! - `metrics`, `local_postgres`: Prometheus exporter; a Postgres for dev mode and tests.
 pub mod app;
 pub mod backfill;
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod integrations;
 pub mod local_postgres;
 pub mod metrics;
+pub mod outbound;
 pub mod project_db;
 pub mod providers;
 pub mod state;

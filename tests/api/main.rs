@@ -6,4 +6,5 @@ mod ingest;
 mod lifecycle;
 mod operations;
 mod providers;
+mod tls;
 mod webhooks;
