@@ -446,3 +446,57 @@ mod public_base_url_tests {
         assert_eq!(explicit.public_base_url, "https://hooks.example.com");
     }
 }
+
+#[cfg(test)]
+mod outbound_and_tls_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn settings(args: &[&str], dev: bool) -> Result<Settings, ConfigError> {
+        let keys = format!("k1:{}", base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+        let defaults = DevDefaults {
+            database_url: "postgres://127.0.0.1/control".into(),
+            master_keys: SecretString::from(keys.clone()),
+            admin_token: SecretString::from("dev-token-0123456789".to_string()),
+        };
+        let mut all = vec!["x", "--database-url", "postgres://h/c", "--master-keys", &keys];
+        all.extend(["--admin-tokens", "admin-token-0123456789"]);
+        all.extend(args);
+        let cli = Cli::try_parse_from(all).unwrap();
+        Settings::from_options(&cli.opts, Some(&defaults).filter(|_| dev))
+    }
+
+    #[test]
+    fn dev_mode_allows_local_databases_and_production_lists_its_exceptions() {
+        assert!(settings(&[], true).unwrap().project_db.outbound.allow_local);
+        let prod = settings(&["--database-allow", "127.0.0.1/32, db.internal", "--database-deny", "10.0.0.0/8"], false)
+            .unwrap();
+        assert!(!prod.project_db.outbound.allow_local);
+        assert_eq!(prod.project_db.outbound.allow.len(), 2);
+        assert_eq!(prod.project_db.outbound.deny.len(), 1);
+        let err = settings(&["--database-deny", "db.internal"], false).unwrap_err().to_string();
+        assert!(err.contains("CAPYDB_AUTH_SYNC_DATABASE_DENY"), "{err}");
+    }
+
+    #[test]
+    fn grpc_tls_needs_a_certificate_and_a_key_together() {
+        assert!(settings(&[], false).unwrap().grpc_tls.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let err = settings(&["--grpc-tls-cert", cert], false).unwrap_err().to_string();
+        assert!(err.contains("GRPC_TLS_KEY"), "{err}");
+        let err = settings(&["--grpc-tls-client-ca", cert], false).unwrap_err().to_string();
+        assert!(err.contains("GRPC_TLS_CLIENT_CA"), "{err}");
+        let tls = settings(&["--grpc-tls-cert", cert, "--grpc-tls-key", key, "--grpc-tls-client-ca", cert], false)
+            .unwrap()
+            .grpc_tls
+            .expect("TLS configured");
+        assert_eq!(tls.cert_pem, b"cert");
+        assert_eq!(tls.client_ca_pem.as_deref(), Some(&b"cert"[..]));
+        let err = settings(&["--grpc-tls-cert", "/nonexistent.pem", "--grpc-tls-key", key], false).unwrap_err();
+        assert!(err.to_string().contains("cannot read /nonexistent.pem"), "{err}");
+    }
+}

@@ -798,6 +798,21 @@ mod tests {
         holder.abort();
     }
 
+    #[tokio::test]
+    async fn every_new_connection_passes_the_outbound_policy_again() {
+        // Configure checked the URL under some policy; the policy (or what the name resolves
+        // to) changed since: the connection is refused before any packet leaves.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pools = ProjectPools::new(ProjectDbSettings::default());
+        let url = SecretString::from(format!("postgres://u:hunter2secret@127.0.0.1:{port}/db"));
+        let err = ProjectDbError::from(pools.pool("strict", &url).unwrap().get().await.unwrap_err()).to_string();
+        assert!(err.contains("could not connect: the host is (or resolves to) a loopback address"), "{err}");
+        assert!(!err.contains("hunter2secret"));
+        let nothing_came = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(nothing_came.is_err(), "no connection was attempted");
+    }
+
     #[test]
     fn sslrootcert_takes_a_file_or_an_inline_pem_and_says_what_is_wrong() {
         let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
