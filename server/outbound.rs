@@ -17,6 +17,10 @@
 //! window between the two lookups.
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// How long a host name may take to resolve (the system resolver has no deadline of its own).
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +51,7 @@ pub enum Refusal {
     Reserved(&'static str),
     #[error("the host is (or resolves to) an address refused by CAPYDB_AUTH_SYNC_DATABASE_DENY")]
     Denied,
-    #[error("the host name does not resolve")]
+    #[error("the host name does not resolve (or not within 5 s)")]
     Unresolvable,
     #[error("only one host is supported")]
     SeveralHosts,
@@ -146,8 +150,13 @@ impl OutboundPolicy {
             return Ok(Destination::Tcp(ip));
         }
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let addrs: Vec<IpAddr> =
-            tokio::net::lookup_host((host, port)).await.map_err(|_| Refusal::Unresolvable)?.map(|a| a.ip()).collect();
+        let lookup = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port)));
+        let addrs: Vec<IpAddr> = lookup
+            .await
+            .map_err(|_| Refusal::Unresolvable)?
+            .map_err(|_| Refusal::Unresolvable)?
+            .map(|a| a.ip())
+            .collect();
         let first = *addrs.first().ok_or(Refusal::Unresolvable)?;
         for ip in &addrs {
             self.check_ip(host, *ip)?;
