@@ -31,8 +31,9 @@ fn server_tls(tls: &crate::config::GrpcTlsSettings) -> ServerTlsConfig {
     }
 }
 
-/// Serves until `stop` (TLS when configured). Health turns NOT_SERVING as soon as `shutdown` fires (the drain
-/// period); at `stop` the listener closes and in-flight calls get up to `grace` to finish.
+/// Serves until `stop` (over TLS when configured). Health turns NOT_SERVING as soon as
+/// `shutdown` fires (the drain period); at `stop` the listener closes and in-flight calls get
+/// up to `grace` to finish.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
