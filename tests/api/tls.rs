@@ -156,6 +156,12 @@ async fn project_databases_verify_a_private_ca_and_the_host_name_like_libpq() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("TLS handshake failed"), "{}", status.message());
 
+    // Without sslrootcert the verifying modes trust the web PKI only, not a private CA.
+    let web_pki_only = format!("{db}?sslmode=verify-ca");
+    let status = status_of(app.client.configure_raw_request(request("vca_web", &web_pki_only)).await.unwrap_err());
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("TLS handshake failed"), "{}", status.message());
+
     // Every connection the service holds to that cluster is encrypted.
     let probe = connect(&format!("{}/postgres", pg.base_url)).await;
     let (connections, encrypted): (i64, i64) = probe
