@@ -74,6 +74,8 @@ impl Server {
             .env("CAPYDB_AUTH_SYNC_DATABASE_URL", control_url)
             .env("CAPYDB_AUTH_SYNC_MASTER_KEYS", keys.expose_secret())
             .env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", TOKEN)
+            // The benchmark's project database is on loopback, which production refuses by default.
+            .env("CAPYDB_AUTH_SYNC_DATABASE_ALLOW", "127.0.0.0/8,localhost")
             .env("CAPYDB_AUTH_SYNC_GRPC_ADDR", format!("127.0.0.1:{port}"))
             .env("CAPYDB_AUTH_SYNC_HTTP_ADDR", format!("127.0.0.1:{}", port + 1))
             .env("CAPYDB_AUTH_SYNC_METRICS_ADDR", "")

@@ -150,6 +150,24 @@ pub struct ServeOptions {
     /// in microseconds (0: take only what is already queued).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LINGER_US", default_value_t = 2_000)]
     pub batch_linger_us: u64,
+    /// Project database destinations allowed even where the default or DATABASE_DENY refuses
+    /// them: CIDRs, IPs, host names (as written in the URL) or `unix`, comma-separated.
+    /// Outside dev mode loopback, link-local, unspecified and Unix sockets are refused.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_DATABASE_ALLOW", default_value = "")]
+    pub database_allow: String,
+    /// Project database destinations refused: CIDRs or IPs, comma-separated (`0.0.0.0/0,::/0`
+    /// makes DATABASE_ALLOW the only destinations permitted).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_DATABASE_DENY", default_value = "")]
+    pub database_deny: String,
+    /// PEM certificate chain of the gRPC listener; with GRPC_TLS_KEY it serves TLS only.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC listener.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): gRPC clients must present a certificate signed by one (mTLS).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TLS_CLIENT_CA")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
     /// Log format: `text` or `json`. Level via RUST_LOG (default info).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
@@ -217,6 +235,45 @@ pub struct Settings {
     pub shutdown_drain: Duration,
     /// Identifies this replica in backfill leases.
     pub instance_id: String,
+    /// TLS (and mTLS) of the gRPC listener; `None` serves plaintext.
+    pub grpc_tls: Option<GrpcTlsSettings>,
+}
+
+/// The gRPC listener's TLS material, read at start-up (PEM).
+#[derive(Clone)]
+pub struct GrpcTlsSettings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: SecretString,
+    /// Clients must present a certificate signed by one of these CAs (mTLS).
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl GrpcTlsSettings {
+    /// Reads the files named by GRPC_TLS_CERT / _KEY / _CLIENT_CA (all unset: plaintext).
+    pub fn from_files(
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let read = |name: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| invalid(format!("{name}: cannot read {}: {e}", path.display())))
+        };
+        match (cert, key) {
+            (None, None) if client_ca.is_none() => Ok(None),
+            (Some(cert), Some(key)) => {
+                let key_pem = String::from_utf8(read("CAPYDB_AUTH_SYNC_GRPC_TLS_KEY", key)?)
+                    .map_err(|_| invalid("CAPYDB_AUTH_SYNC_GRPC_TLS_KEY is not a PEM file"))?;
+                Ok(Some(GrpcTlsSettings {
+                    cert_pem: read("CAPYDB_AUTH_SYNC_GRPC_TLS_CERT", cert)?,
+                    key_pem: SecretString::from(key_pem),
+                    client_ca_pem: client_ca.map(|p| read("CAPYDB_AUTH_SYNC_GRPC_TLS_CLIENT_CA", p)).transpose()?,
+                }))
+            }
+            _ => Err(invalid(
+                "CAPYDB_AUTH_SYNC_GRPC_TLS_CERT and CAPYDB_AUTH_SYNC_GRPC_TLS_KEY go together (GRPC_TLS_CLIENT_CA needs both)",
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -268,6 +325,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(20),
             shutdown_drain: Duration::ZERO,
             instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+            grpc_tls: None,
         }
     }
 
@@ -337,7 +395,19 @@ impl Settings {
             max_pools: o.project_max_pools.max(1),
             connect_timeout: Duration::from_millis(o.project_connect_timeout_ms.max(100)),
             statement_timeout: Duration::from_millis(o.project_statement_timeout_ms.max(100)),
+            outbound: Arc::new(crate::outbound::OutboundPolicy {
+                allow_local: dev.is_some(),
+                allow: crate::outbound::OutboundPolicy::parse_allow(&o.database_allow)
+                    .map_err(|e| invalid(format!("CAPYDB_AUTH_SYNC_DATABASE_ALLOW: {e}")))?,
+                deny: crate::outbound::OutboundPolicy::parse_deny(&o.database_deny)
+                    .map_err(|e| invalid(format!("CAPYDB_AUTH_SYNC_DATABASE_DENY: {e}")))?,
+            }),
         };
+        s.grpc_tls = GrpcTlsSettings::from_files(
+            o.grpc_tls_cert.as_deref(),
+            o.grpc_tls_key.as_deref(),
+            o.grpc_tls_client_ca.as_deref(),
+        )?;
         s.control_pool_size = o.control_pool_size.max(2);
         if o.project_apply_timeout_ms == 0 || o.project_apply_timeout_ms >= o.webhook_timeout_ms {
             return Err(invalid(
@@ -415,5 +485,59 @@ mod public_base_url_tests {
         );
         let explicit = settings(&["x", "--dev", "--public-base-url", "https://hooks.example.com/"], true);
         assert_eq!(explicit.public_base_url, "https://hooks.example.com");
+    }
+}
+
+#[cfg(test)]
+mod outbound_and_tls_tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn settings(args: &[&str], dev: bool) -> Result<Settings, ConfigError> {
+        let keys = format!("k1:{}", base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+        let defaults = DevDefaults {
+            database_url: "postgres://127.0.0.1/control".into(),
+            master_keys: SecretString::from(keys.clone()),
+            admin_token: SecretString::from("dev-token-0123456789".to_string()),
+        };
+        let mut all = vec!["x", "--database-url", "postgres://h/c", "--master-keys", &keys];
+        all.extend(["--admin-tokens", "admin-token-0123456789"]);
+        all.extend(args);
+        let cli = Cli::try_parse_from(all).unwrap();
+        Settings::from_options(&cli.opts, Some(&defaults).filter(|_| dev))
+    }
+
+    #[test]
+    fn dev_mode_allows_local_databases_and_production_lists_its_exceptions() {
+        assert!(settings(&[], true).unwrap().project_db.outbound.allow_local);
+        let prod = settings(&["--database-allow", "127.0.0.1/32, db.internal", "--database-deny", "10.0.0.0/8"], false)
+            .unwrap();
+        assert!(!prod.project_db.outbound.allow_local);
+        assert_eq!(prod.project_db.outbound.allow.len(), 2);
+        assert_eq!(prod.project_db.outbound.deny.len(), 1);
+        let err = settings(&["--database-deny", "db.internal"], false).unwrap_err().to_string();
+        assert!(err.contains("CAPYDB_AUTH_SYNC_DATABASE_DENY"), "{err}");
+    }
+
+    #[test]
+    fn grpc_tls_needs_a_certificate_and_a_key_together() {
+        assert!(settings(&[], false).unwrap().grpc_tls.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, "cert").unwrap();
+        std::fs::write(&key, "key").unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let err = settings(&["--grpc-tls-cert", cert], false).unwrap_err().to_string();
+        assert!(err.contains("GRPC_TLS_KEY"), "{err}");
+        let err = settings(&["--grpc-tls-client-ca", cert], false).unwrap_err().to_string();
+        assert!(err.contains("GRPC_TLS_CLIENT_CA"), "{err}");
+        let tls = settings(&["--grpc-tls-cert", cert, "--grpc-tls-key", key, "--grpc-tls-client-ca", cert], false)
+            .unwrap()
+            .grpc_tls
+            .expect("TLS configured");
+        assert_eq!(tls.cert_pem, b"cert");
+        assert_eq!(tls.client_ca_pem.as_deref(), Some(&b"cert"[..]));
+        let err = settings(&["--grpc-tls-cert", "/nonexistent.pem", "--grpc-tls-key", key], false).unwrap_err();
+        assert!(err.to_string().contains("cannot read /nonexistent.pem"), "{err}");
     }
 }

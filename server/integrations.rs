@@ -118,6 +118,13 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
             }
         }
     };
+    if let Some(t) = &target {
+        // The outbound policy (no loopback, link-local or Unix sockets outside dev mode unless
+        // allowed); checked again on every connection, see `outbound`.
+        if let Err(refusal) = state.settings.project_db.outbound.destination(&t.config()).await {
+            violations.push(FieldViolation::new("database_url", refusal.to_string()));
+        }
+    }
     let secret_key = match (provider, input.secret_key.is_empty()) {
         (_, true) => None,
         (Some(ProviderKind::Clerk), false) => {

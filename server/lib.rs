@@ -14,7 +14,8 @@
 //!   merge rules (webhooks and backfill both write through it);
 //! - `backfill`: Clerk Backend API client, paging cursor, job runner with leases;
 //! - `store`: the control database (integrations, counters, jobs, migrations);
-//! - `project_db`: pools to customers' databases; `crypto`: secrets at rest;
+//! - `project_db`: pools to customers' databases (TLS); `outbound`: where they may be;
+//!   `crypto`: secrets at rest;
 //! - `listener`: the one HTTP serve loop (connection cap, header and idle deadlines, drain);
 //! - `metrics`, `local_postgres`: Prometheus exporter; a Postgres for dev mode and tests.
 pub mod app;
@@ -30,6 +31,7 @@ pub mod integrations;
 pub mod listener;
 pub mod local_postgres;
 pub mod metrics;
+pub mod outbound;
 pub mod project_db;
 pub mod providers;
 pub mod state;

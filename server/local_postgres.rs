@@ -68,6 +68,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LocalPostgresError + '_ {
 
 /// Starts (or finds running) the cluster in `dir`; returns its base URL.
 fn start_cluster(dir: &Path) -> Result<String, LocalPostgresError> {
+    start_cluster_with(dir, "")
+}
+
+/// Starts (or finds running) a throwaway cluster in `dir` with extra server options (`-c
+/// name=value ...`, e.g. TLS for tests); returns its base URL. Files the options name should
+/// be in `dir` before the call (it is handed to the `postgres` user when we run as root).
+pub fn start_cluster_with(dir: &Path, extra_options: &str) -> Result<String, LocalPostgresError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let bin = find_bindir().ok_or(LocalPostgresError::NoBinaries)?;
@@ -96,7 +103,7 @@ fn start_cluster(dir: &Path) -> Result<String, LocalPostgresError> {
     let running = status.output().map(|o| o.status.success()).unwrap_or(false);
     if !running {
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 {extra_options}",
             dir.display()
         );
         let mut start = pg_command(&bin.join("pg_ctl"), as_root);
@@ -109,6 +116,14 @@ fn start_cluster(dir: &Path) -> Result<String, LocalPostgresError> {
         run(start, "pg_ctl start")?;
     }
     Ok(url)
+}
+
+/// Stops the cluster in `dir` at once (`pg_ctl stop -m immediate`).
+pub fn stop_cluster(dir: &Path) -> Result<(), LocalPostgresError> {
+    let bin = find_bindir().ok_or(LocalPostgresError::NoBinaries)?;
+    let mut stop = pg_command(&bin.join("pg_ctl"), is_root());
+    stop.arg("-D").arg(dir.join("data")).args(["-m", "immediate", "-w", "stop"]);
+    run(stop, "pg_ctl stop")
 }
 
 fn run(mut cmd: Command, step: &'static str) -> Result<(), LocalPostgresError> {

@@ -11,7 +11,7 @@ use futures::{Stream, TryStreamExt};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
 use crate::error::ClientError;
@@ -43,6 +43,25 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Extra attempts after a retryable failure. Default 3.
     pub retries: u32,
+    /// PEM CA certificate(s) trusted for an `https://` endpoint instead of the web PKI roots
+    /// (a service whose certificate comes from a private CA).
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key, presented to a service that requires
+    /// client certificates (mTLS).
+    pub tls_identity: Option<TlsIdentity>,
+}
+
+/// A client certificate and its key (PEM), for mTLS.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIdentity").field("key_pem", &"<redacted>").finish_non_exhaustive()
+    }
 }
 
 impl ClientConfig {
@@ -86,6 +105,19 @@ impl ClientConfig {
         self.retries = retries;
         self
     }
+
+    /// Trusts these PEM CA certificate(s) for an `https://` endpoint, instead of the web PKI.
+    pub fn with_ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this PEM certificate chain and key to a service that requires client
+    /// certificates (mTLS).
+    pub fn with_client_identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_identity = Some(TlsIdentity { cert_pem: cert_pem.into(), key_pem: key_pem.into() });
+        self
+    }
 }
 
 impl Default for ClientConfig {
@@ -96,6 +128,8 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             retries: 3,
+            tls_ca_pem: None,
+            tls_identity: None,
         }
     }
 }
@@ -108,6 +142,8 @@ impl fmt::Debug for ClientConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
+            .field("tls_ca_pem", &self.tls_ca_pem.as_ref().map(|_| "<pem>"))
+            .field("tls_identity", &self.tls_identity)
             .finish()
     }
 }
@@ -481,8 +517,16 @@ fn build_endpoint(config: &ClientConfig) -> Result<(Endpoint, String), ClientErr
         .user_agent(concat!("capydb-auth-sync-client/", env!("CARGO_PKG_VERSION")))
         .map_err(|e| invalid(e.to_string()))?;
     if scheme == "https" {
-        endpoint =
-            endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots()).map_err(|e| invalid(e.to_string()))?;
+        let mut tls = match &config.tls_ca_pem {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        if let Some(id) = &config.tls_identity {
+            tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(|e| invalid(e.to_string()))?;
+    } else if config.tls_ca_pem.is_some() || config.tls_identity.is_some() {
+        return Err(invalid("a CA certificate or client identity needs an https:// endpoint".into()));
     }
     Ok((endpoint, display))
 }

@@ -74,7 +74,7 @@ pub mod pb {
     }
 }
 
-pub use client::{AuthSyncClient, BearerInterceptor, ClientConfig, ConfigureIntegration, RawClient};
+pub use client::{AuthSyncClient, BearerInterceptor, ClientConfig, ConfigureIntegration, RawClient, TlsIdentity};
 pub use error::{ClientError, FieldViolation};
 pub use pb::auth_sync_service_client::AuthSyncServiceClient;
 pub use pb::*;

@@ -72,6 +72,8 @@ impl Server {
             .env("CAPYDB_AUTH_SYNC_DATABASE_URL", database_url)
             .env("CAPYDB_AUTH_SYNC_MASTER_KEYS", master_keys)
             .env("CAPYDB_AUTH_SYNC_ADMIN_TOKENS", admin_token)
+            // The benchmark's project database is on loopback, which production refuses by default.
+            .env("CAPYDB_AUTH_SYNC_DATABASE_ALLOW", "127.0.0.0/8,localhost")
             .env("CAPYDB_AUTH_SYNC_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("CAPYDB_AUTH_SYNC_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("CAPYDB_AUTH_SYNC_METRICS_ADDR", format!("127.0.0.1:{metrics}"))

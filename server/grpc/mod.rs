@@ -1,5 +1,6 @@
 //! The gRPC surface: `AuthSyncService` behind bearer-token auth, plus health and reflection
-//! (no token) on the same port, with request timeout and concurrency limit layers.
+//! (no token) on the same port, with request timeout and concurrency limit layers, over
+//! plaintext or TLS (optionally mTLS) with rustls.
 pub mod auth;
 mod error;
 pub mod mapping;
@@ -8,17 +9,31 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::pb::auth_sync_service_server::AuthSyncServiceServer;
 use crate::state::AppState;
 pub use service::GrpcService;
 
-/// Serves until `stop`. Health turns NOT_SERVING as soon as `shutdown` fires (the drain
-/// period); at `stop` the listener closes and in-flight calls get up to `grace` to finish.
+/// The listener's rustls configuration: its identity, and with a client CA, mTLS (a client
+/// without a certificate signed by that CA fails the handshake).
+fn server_tls(tls: &crate::config::GrpcTlsSettings) -> ServerTlsConfig {
+    let identity = Identity::from_pem(&tls.cert_pem, tls.key_pem.expose_secret());
+    let config = ServerTlsConfig::new().identity(identity);
+    match &tls.client_ca_pem {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
+    }
+}
+
+/// Serves until `stop` (over TLS when configured). Health turns NOT_SERVING as soon as
+/// `shutdown` fires (the drain period); at `stop` the listener closes and in-flight calls get
+/// up to `grace` to finish.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
@@ -61,7 +76,11 @@ pub async fn serve(
         let stop = stop.clone();
         async move { stop.cancelled().await }
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &state.settings.grpc_tls {
+        builder = builder.tls_config(server_tls(tls))?;
+    }
+    let server = builder
         .timeout(state.settings.grpc_timeout)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.settings.grpc_concurrency))
         .add_service(health_service)

@@ -262,6 +262,11 @@ impl TestApp {
         settings.backfill.lease_ttl = Duration::from_secs(2);
         settings.shutdown_grace = Duration::from_secs(5);
         settings.project_db.connect_timeout = Duration::from_secs(2);
+        // The test databases are on loopback, which the default outbound policy refuses.
+        settings.project_db.outbound = Arc::new(capydb_auth_sync::outbound::OutboundPolicy {
+            allow: capydb_auth_sync::outbound::OutboundPolicy::parse_allow("127.0.0.0/8,localhost").unwrap(),
+            ..Default::default()
+        });
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,4 +8,5 @@ mod listener;
 mod operations;
 mod providers;
 mod rotation;
+mod tls;
 mod webhooks;

@@ -60,6 +60,18 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
 
+    /// PEM CA certificate(s) to trust for an https:// endpoint (instead of the web PKI).
+    #[arg(long, global = true, env = "CAPYDB_AUTH_SYNC_CA_CERT", value_name = "PEM_FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for a service that requires one (mTLS); with --client-key.
+    #[arg(long, global = true, env = "CAPYDB_AUTH_SYNC_CLIENT_CERT", value_name = "PEM_FILE", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "CAPYDB_AUTH_SYNC_CLIENT_KEY", value_name = "PEM_FILE", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+
     /// Print results (and errors) as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -133,7 +145,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         .ok_or_else(|| CliError::Usage("--timeout must be a positive number of seconds".into()))?;
     let mut stdin = secrets::Stdin::default();
     let token = stdin.resolve("--token", cli.token)?;
-    let config = ClientConfig { endpoint: cli.endpoint, token, request_timeout: timeout, ..ClientConfig::default() };
+    let mut config =
+        ClientConfig { endpoint: cli.endpoint, token, request_timeout: timeout, ..ClientConfig::default() };
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag}: cannot read {}: {e}", path.display())))
+    };
+    if let Some(path) = &cli.ca_cert {
+        config = config.with_ca_certificate(read("--ca-cert", path)?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        config = config.with_client_identity(read("--client-cert", cert)?, read("--client-key", key)?);
+    }
     let ctx = Ctx { config, timeout, json: cli.json };
     match cli.command {
         Command::Configure(args) => configure::run(&ctx, args, &mut stdin).await,
