@@ -75,6 +75,21 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
 
     // The recorder is installed even without a listener, so metric calls cost nothing extra.
     let handle = crate::metrics::install();
+    // Histogram samples are folded into their buckets here, not only when /metrics is
+    // scraped: without a scraper memory would grow with every delivery.
+    tokio::spawn({
+        let (handle, stop, kill) = (handle.clone(), shutdown.clone(), kill.clone());
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = stop.cancelled() => return,
+                    _ = kill.cancelled() => return,
+                }
+            }
+        }
+    });
     let metrics = listeners.metrics.map(|l| {
         let stop = stop.clone();
         let kill = kill.clone();

@@ -148,7 +148,7 @@ pub struct ServeOptions {
     pub inbox_max_per_project: i64,
     /// How long a group commit waits for more deliveries when the previous one had company,
     /// in microseconds (0: take only what is already queued).
-    #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LINGER_US", default_value_t = 2_000)]
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LINGER_US", default_value_t = 0)]
     pub batch_linger_us: u64,
     /// Project database destinations allowed even where the default or DATABASE_DENY refuses
     /// them: CIDRs, IPs, host names (as written in the URL) or `unix`, comma-separated.

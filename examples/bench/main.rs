@@ -215,7 +215,12 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
     let baseline_url = pg.url_for(&dbs.baseline);
     {
         // The baseline's table is the service's: same DDL, same index.
-        let pools = ProjectPools::new(ProjectDbSettings::default());
+        // The baseline database is on loopback, which the default outbound policy refuses.
+        let settings = ProjectDbSettings {
+            outbound: std::sync::Arc::new(capydb_auth_sync::outbound::OutboundPolicy::dev()),
+            ..Default::default()
+        };
+        let pools = ProjectPools::new(settings);
         let pool = pools
             .pool("baseline", &SecretString::from(baseline_url.clone()))
             .map_err(|e| BenchError::Setup(e.to_string()))?;

@@ -47,7 +47,8 @@ impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
             max_changes: 512,
-            linger: Duration::from_millis(2),
+            // With several lanes a free lane is better used at once than held for company.
+            linger: Duration::ZERO,
             queue_depth: 1024,
             idle: Duration::from_secs(60),
             lanes: 3,
@@ -205,6 +206,10 @@ fn commit_jobs(pool: &Pool, mut jobs: Vec<Job>) -> BoxFuture<'_, ()> {
 /// Applies `changes` in one transaction; outcomes in order.
 pub async fn commit(pool: &Pool, changes: &[&UserChange]) -> Result<Vec<MergeOutcome>, ProjectDbError> {
     let mut client = pool.get().await?;
+    if UsersWriter::is_one_statement(changes) {
+        // One set-based statement is atomic on its own: no BEGIN/COMMIT round trips.
+        return UsersWriter::apply_batch(&client, changes).await;
+    }
     let tx = client.transaction().await?;
     let outcomes = UsersWriter::apply_batch(&tx, changes).await?;
     tx.commit().await?;

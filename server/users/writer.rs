@@ -358,6 +358,21 @@ impl UsersWriter {
         Ok(outcomes)
     }
 
+    /// Whether `changes` apply as one statement (one layer of one kind of change), which is
+    /// atomic without a transaction. Objects that lose rule 1 may still move a sign-in time
+    /// forward in a second statement; that rule is monotonic on its own, so it needs no
+    /// atomicity with the first.
+    pub fn is_one_statement(changes: &[&UserChange]) -> bool {
+        let kind = |c: &UserChange| match c {
+            UserChange::Upsert(_) => 0,
+            UserChange::Delete(_) => 1,
+            UserChange::Sighting(s) if s.insert_if_absent => 2,
+            UserChange::Sighting(_) => 3,
+        };
+        let mut ids = HashSet::with_capacity(changes.len());
+        changes.first().is_none_or(|first| changes.iter().all(|c| kind(c) == kind(first) && ids.insert(c.user_id())))
+    }
+
     async fn upsert_layer(
         c: &impl GenericClient,
         layer: &[(usize, &UserRecord)],
