@@ -549,3 +549,40 @@ async fn a_project_database_that_is_stopped_and_restarted_loses_no_delivery_of_a
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_inbox_answers_503_and_keeps_nothing_more() {
+    let app = TestApp::spawn_with(TestOptions {
+        tweak: Box::new(|s| {
+            s.ingest.apply_timeout = Duration::from_millis(1000);
+            s.ingest.inbox_max_per_project = 2;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
+    let whsec = new_whsec();
+    app.configure_clerk_on("full", &whsec, &proxy.url_through(&app.project_url)).await;
+    proxy.cut().await;
+    for i in 0..2 {
+        let body = clerk_event("user.created", clerk_user(&format!("user_full{i}"), 1), 1);
+        assert_eq!(app.send_clerk("full", &whsec, &body).await.0, 202);
+    }
+    let body = clerk_event("user.created", clerk_user("user_full2", 1), 1);
+    let req = SignedRequest::clerk_now(&whsec, body.into_bytes()).unwrap();
+    let resp = app
+        .http
+        .post(app.webhook_url("clerk", "full"))
+        .headers(req.header_map())
+        .body(req.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(app.webhook_stats("full").await.queued, 2, "the bound holds");
+    proxy.restore().await;
+    let db = app.project().await;
+    eventually("the two parked deliveries are applied", || async { (users_table(&db).await.len() == 2).then_some(()) })
+        .await;
+}
