@@ -55,6 +55,7 @@ impl From<ProjectDbError> for ApiError {
         match e {
             ProjectDbError::InvalidUrl(m) => ApiError::InvalidArgument(vec![FieldViolation::new("database_url", m)]),
             ProjectDbError::Unavailable(m) => ApiError::Unavailable(format!("project database unreachable: {m}")),
+            ProjectDbError::Conflict(m) => ApiError::Unavailable(format!("project database busy: {m}; retry")),
             ProjectDbError::Closed => ApiError::Unavailable(ProjectDbError::Closed.to_string()),
             ProjectDbError::Query(m) => ApiError::FailedPrecondition(format!("project database refused: {m}")),
         }

@@ -50,6 +50,10 @@ pub enum ProjectDbError {
     /// Unreachable, refused, timed out: nothing was applied and the caller may retry.
     #[error("project database unavailable: {0}")]
     Unavailable(String),
+    /// Two transactions crossed (deadlock, serialization failure): this one was rolled back
+    /// and may be retried at once.
+    #[error("project database conflict: {0}")]
+    Conflict(String),
     /// The database answered with an error.
     #[error("project database error: {0}")]
     Query(String),
@@ -62,13 +66,16 @@ impl From<tokio_postgres::Error> for ProjectDbError {
     fn from(e: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
         match e.as_db_error() {
+            // 40: two writers crossed (deadlock, serialization failure); rolled back, and
+            // trying again at once is the cure.
+            Some(db) if db.code().code().starts_with("40") => ProjectDbError::Conflict(summarize(&e)),
             // 08 connection, 28 authorization, 3D catalog, 57 operator intervention (57014 =
-            // statement timeout), 40 deadlock / serialization failure, 53 insufficient
+            // statement timeout), 53 insufficient
             // resources, 55P03 lock not available: the database cannot take it now; trying
             // again (or fixing the integration) may succeed. Their text is the server's: it is
             // summarised.
             Some(db)
-                if ["08", "28", "3D", "57", "40", "53"].iter().any(|c| db.code().code().starts_with(c))
+                if ["08", "28", "3D", "57", "53"].iter().any(|c| db.code().code().starts_with(c))
                     || db.code() == &SqlState::LOCK_NOT_AVAILABLE =>
             {
                 ProjectDbError::Unavailable(summarize(&e))

@@ -401,7 +401,13 @@ async fn confirm_candidates(
             let client = db.pool()?.get().await?;
             UsersWriter::reconcile_candidates(&client, window.from, window.to, pass_started_at, &seen).await
         },
-        |e| if matches!(e, ProjectDbError::Unavailable(_)) { Retry::Backoff } else { Retry::No },
+        |e| {
+            if matches!(e, ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_)) {
+                Retry::Backoff
+            } else {
+                Retry::No
+            }
+        },
     )
     .await
     .map_err(|e| e.error)?;
@@ -459,7 +465,13 @@ async fn write_page(
         &write_policy(),
         "backfill page write",
         || write_page_once(ctx, job, db, page, confirmed),
-        |e| if matches!(e, JobError::Project(ProjectDbError::Unavailable(_))) { Retry::Backoff } else { Retry::No },
+        |e| {
+            if matches!(e, JobError::Project(ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_))) {
+                Retry::Backoff
+            } else {
+                Retry::No
+            }
+        },
     )
     .await
     .map_err(|e| e.error)

@@ -205,6 +205,22 @@ fn commit_jobs(pool: &Pool, mut jobs: Vec<Job>) -> BoxFuture<'_, ()> {
 
 /// Applies `changes` in one transaction; outcomes in order.
 pub async fn commit(pool: &Pool, changes: &[&UserChange]) -> Result<Vec<MergeOutcome>, ProjectDbError> {
+    // Lanes, the backfill and other replicas write side by side; a statement touching several
+    // kinds of change can still cross another transaction (a deadlock Postgres breaks by
+    // rolling one back). That one is simply run again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match commit_once(pool, changes).await {
+            Err(ProjectDbError::Conflict(m)) if attempt < 4 => {
+                tracing::debug!(attempt, reason = %m, "group commit crossed another writer; running it again");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn commit_once(pool: &Pool, changes: &[&UserChange]) -> Result<Vec<MergeOutcome>, ProjectDbError> {
     let mut client = pool.get().await?;
     if UsersWriter::is_one_statement(changes) {
         // One set-based statement is atomic on its own: no BEGIN/COMMIT round trips.

@@ -302,7 +302,7 @@ impl IngestService {
 /// A project-database failure that parking does not cure (the database refused a change).
 fn project_failure(integration: &CachedIntegration, e: ProjectDbError) -> IngestError {
     match e {
-        ProjectDbError::Unavailable(_) | ProjectDbError::Closed => {
+        ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_) | ProjectDbError::Closed => {
             IngestError::Unavailable("project database unreachable")
         }
         other => {

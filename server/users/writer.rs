@@ -73,6 +73,30 @@ macro_rules! object_key {
     };
 }
 
+/// Rules 1, 2 and 4 for an `INSERT … SELECT` of user objects into `capydb_auth.users AS u`:
+/// a greater object replaces every column but `deleted_at` (sticky), and `last_sign_in_at`
+/// never moves back. Shared by the webhook upsert and the backfill's page merge.
+macro_rules! merge_on_conflict {
+    () => {
+        concat!(
+            "ON CONFLICT (id) DO UPDATE SET
+    email = EXCLUDED.email,
+    first_name = EXCLUDED.first_name,
+    last_name = EXCLUDED.last_name,
+    username = EXCLUDED.username,
+    image_url = EXCLUDED.image_url,
+    created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at,
+    last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
+    raw = EXCLUDED.raw
+  WHERE ",
+            object_key!("EXCLUDED"),
+            " > ",
+            object_key!("u")
+        )
+    };
+}
+
 /// Several transactions may write one table at once (group commits run side by side, the
 /// backfill, other replicas). So the statements read the stored rows they classify against
 /// with `FOR UPDATE` (in READ COMMITTED that waits for a concurrent writer and then sees its
@@ -101,20 +125,8 @@ written AS (
     (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
   SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
   FROM input ORDER BY id
-  ON CONFLICT (id) DO UPDATE SET
-    email = EXCLUDED.email,
-    first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name,
-    username = EXCLUDED.username,
-    image_url = EXCLUDED.image_url,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at,
-    last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
-    raw = EXCLUDED.raw
-  WHERE ",
-    object_key!("EXCLUDED"),
-    " > ",
-    object_key!("u"),
+  ",
+    merge_on_conflict!(),
     "
   RETURNING u.id, (xmax = 0) AS inserted
 )
@@ -234,21 +246,9 @@ WITH written AS (
   INSERT INTO capydb_auth.users AS u
     (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
   SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
-  FROM capydb_auth_page
-  ON CONFLICT (id) DO UPDATE SET
-    email = EXCLUDED.email,
-    first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name,
-    username = EXCLUDED.username,
-    image_url = EXCLUDED.image_url,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at,
-    last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
-    raw = EXCLUDED.raw
-  WHERE ",
-    object_key!("EXCLUDED"),
-    " > ",
-    object_key!("u"),
+  FROM capydb_auth_page ORDER BY id
+  ",
+    merge_on_conflict!(),
     "
   RETURNING 1
 )

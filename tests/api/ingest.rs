@@ -47,7 +47,14 @@ async fn row(db: &tokio_postgres::Client, id: &str) -> Option<UserRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_get_the_outcome_each_would_get_alone_and_the_table_ends_newest() {
-    let app = Arc::new(TestApp::spawn().await);
+    // Every delivery must be applied now (not parked), also on a busy CI machine.
+    let app = Arc::new(
+        TestApp::spawn_with(TestOptions {
+            tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_secs(9)),
+            ..Default::default()
+        })
+        .await,
+    );
     let whsec = new_whsec();
     app.configure_clerk_webhooks("many", &whsec).await;
     let url = app.webhook_url("clerk", "many");
@@ -124,7 +131,13 @@ async fn send_all(app: &Arc<TestApp>, url: &str, whsec: &str, bodies: Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_database_refuses_fails_alone_and_its_batch_neighbours_land() {
-    let app = Arc::new(TestApp::spawn().await);
+    let app = Arc::new(
+        TestApp::spawn_with(TestOptions {
+            tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_secs(9)),
+            ..Default::default()
+        })
+        .await,
+    );
     let whsec = new_whsec();
     app.configure_clerk_webhooks("poison", &whsec).await;
     // A test-only trigger that refuses one user, as a customer's own constraint might.
