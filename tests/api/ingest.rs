@@ -37,6 +37,11 @@ async fn configure_on(app: &TestApp, project: &str, provider: Provider, secret: 
         .expect("configure");
 }
 
+/// Deliveries must be applied now, never parked, also on a busy CI machine.
+fn patient() -> TestOptions {
+    TestOptions { tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_secs(9)), ..Default::default() }
+}
+
 fn quick_parking() -> TestOptions {
     TestOptions { tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_millis(1000)), ..Default::default() }
 }
@@ -47,14 +52,7 @@ async fn row(db: &tokio_postgres::Client, id: &str) -> Option<UserRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_get_the_outcome_each_would_get_alone_and_the_table_ends_newest() {
-    // Every delivery must be applied now (not parked), also on a busy CI machine.
-    let app = Arc::new(
-        TestApp::spawn_with(TestOptions {
-            tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_secs(9)),
-            ..Default::default()
-        })
-        .await,
-    );
+    let app = Arc::new(TestApp::spawn_with(patient()).await);
     let whsec = new_whsec();
     app.configure_clerk_webhooks("many", &whsec).await;
     let url = app.webhook_url("clerk", "many");
@@ -131,13 +129,7 @@ async fn send_all(app: &Arc<TestApp>, url: &str, whsec: &str, bodies: Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_the_database_refuses_fails_alone_and_its_batch_neighbours_land() {
-    let app = Arc::new(
-        TestApp::spawn_with(TestOptions {
-            tweak: Box::new(|s| s.ingest.apply_timeout = Duration::from_secs(9)),
-            ..Default::default()
-        })
-        .await,
-    );
+    let app = Arc::new(TestApp::spawn_with(patient()).await);
     let whsec = new_whsec();
     app.configure_clerk_webhooks("poison", &whsec).await;
     // A test-only trigger that refuses one user, as a customer's own constraint might.
