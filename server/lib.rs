@@ -3,7 +3,8 @@
 //!
 //! Module map, outside in:
 //! - `cli`, `config`, `dev`, `app`: command line, validated settings, dev mode, startup and
-//!   graceful shutdown; `state`: what the surfaces and services share;
+//!   graceful shutdown; `lifecycle`: the phases from serving to stopped and the one task set;
+//!   `state`: what the surfaces and services share;
 //! - `grpc`: the control API (thin: auth, mapping, one error mapping);
 //! - `webhook`: the public HTTP listener (limits, routing, status codes);
 //! - `ingest`: one delivery from integration lookup (cached) to durable outcome: verify,
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod grpc;
 pub mod ingest;
 pub mod integrations;
+pub mod lifecycle;
 pub mod listener;
 pub mod local_postgres;
 pub mod metrics;

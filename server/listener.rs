@@ -15,8 +15,9 @@
 //!   included).
 //! - **HTTP/2 limits**: bounded concurrent streams, keep-alive pings that close dead peers.
 //! - **Accept errors back off** (10 ms doubling to 1 s) instead of spinning, e.g. on `EMFILE`.
-//! - **Graceful close**: on `stop`, accepting ends and open connections finish their
-//!   requests, for at most `grace`.
+//! - **Graceful close**: when the lifecycle reaches `Closing`, accepting ends and open
+//!   connections finish their requests, for at most `grace`. Connection tasks belong to the
+//!   service's task set (`crate::lifecycle`): `app::run` outlives them, a kill drops them.
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -30,7 +31,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+use crate::lifecycle::Shutdown;
 
 /// How much a listener tolerates from its clients.
 #[derive(Debug, Clone)]
@@ -92,13 +94,13 @@ impl Drop for InFlight {
     }
 }
 
-/// Serves `handler` on `listener` until `stop` (see the module docs).
+/// Serves `handler` on `listener` until the lifecycle reaches `Closing` (see the module docs).
 pub async fn serve<H, Fut>(
     name: &'static str,
     listener: TcpListener,
     limits: ListenerLimits,
     handler: H,
-    stop: CancellationToken,
+    shutdown: Shutdown,
     grace: Duration,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -115,10 +117,12 @@ pub async fn serve<H, Fut>(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut backoff = Duration::from_millis(10);
+    let stop = shutdown.closing();
+    tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stop.cancelled() => break,
+            _ = &mut stop => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -130,13 +134,13 @@ pub async fn serve<H, Fut>(
                     tracing::warn!(listener = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => break,
+                        _ = &mut stop => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
-            _ = stop.cancelled() => break,
+            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity {
@@ -158,7 +162,7 @@ pub async fn serve<H, Fut>(
         };
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
         let limits = limits.clone();
-        tokio::spawn(async move {
+        shutdown.spawn(async move {
             let _permit = permit;
             tokio::pin!(conn);
             loop {

@@ -6,7 +6,8 @@ use http_body_util::Full;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+use crate::lifecycle::Shutdown;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -42,12 +43,12 @@ fn describe() {
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
 }
 
-/// Serves `GET /metrics` until `stop`, with the same defences as every listener.
+/// Serves `GET /metrics` until the listeners close, with the same defences as every listener.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     limits: crate::listener::ListenerLimits,
-    stop: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let handler = move |req: http::Request<hyper::body::Incoming>| {
         let handle = handle.clone();
@@ -62,5 +63,5 @@ pub async fn serve(
             resp.expect("static response parts are valid")
         }
     };
-    crate::listener::serve("metrics", listener, limits, handler, stop, std::time::Duration::from_secs(1)).await
+    crate::listener::serve("metrics", listener, limits, handler, shutdown, std::time::Duration::from_secs(1)).await
 }

@@ -1,10 +1,9 @@
 //! The state every surface (gRPC, webhooks) and service shares, built once by `app::run`.
 //! It lives apart from start-up so the surfaces and services never import `app`.
-use tokio_util::sync::CancellationToken;
-
 use crate::backfill::{Backfills, ClerkApiFactory};
 use crate::config::Settings;
 use crate::ingest::IngestService;
+use crate::lifecycle::Shutdown;
 use crate::project_db::ProjectPools;
 use crate::store::ControlStore;
 
@@ -17,6 +16,7 @@ pub struct AppState {
     pub backfills: Backfills,
     /// The webhook delivery path behind the HTTP surface.
     pub ingest: IngestService,
-    /// Fires when the service starts draining (long streams end so clients move elsewhere).
-    pub shutdown: CancellationToken,
+    /// The service's lifecycle: draining ends long streams so clients move elsewhere and
+    /// turns readiness off; background work is spawned through it.
+    pub shutdown: Shutdown,
 }

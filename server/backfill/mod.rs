@@ -20,10 +20,9 @@ mod runner;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
+use crate::lifecycle::Shutdown;
 use crate::project_db::ProjectPools;
 use crate::store::{ControlStore, IntegrationRow, JobRow, StoreError};
 pub use clerk_api::{ClerkApiError, ClerkApiFactory};
@@ -35,10 +34,10 @@ pub(crate) struct BackfillContext {
     pub store: ControlStore,
     pub pools: ProjectPools,
     pub clerk: ClerkApiFactory,
-    /// Graceful shutdown: runners checkpoint, give their lease back and stop.
-    pub shutdown: CancellationToken,
-    /// Abrupt stop (the process is going away without ceremony): runners stop dead.
-    pub kill: CancellationToken,
+    /// From draining on, runners checkpoint, give their lease back and stop. Runners are
+    /// spawned into its task set, so a kill (the process going away without ceremony) stops
+    /// them dead, mid-page, with the lease left to expire.
+    pub shutdown: Shutdown,
 }
 
 /// Starts and supervises backfill jobs in this replica.
@@ -47,7 +46,6 @@ pub struct Backfills {
     ctx: Arc<BackfillContext>,
     /// Jobs with a runner task in this process (the lease decides who really runs).
     local: Arc<Mutex<HashSet<String>>>,
-    tasks: TaskTracker,
     /// One permit per backfill this replica may run at once.
     slots: Arc<Semaphore>,
     /// Wakes the supervisor when a slot frees up.
@@ -60,14 +58,12 @@ impl Backfills {
         store: ControlStore,
         pools: ProjectPools,
         clerk: ClerkApiFactory,
-        shutdown: CancellationToken,
-        kill: CancellationToken,
+        shutdown: Shutdown,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.backfill.concurrency.max(1)));
         Backfills {
-            ctx: Arc::new(BackfillContext { settings, store, pools, clerk, shutdown, kill }),
+            ctx: Arc::new(BackfillContext { settings, store, pools, clerk, shutdown }),
             local: Arc::new(Mutex::new(HashSet::new())),
-            tasks: TaskTracker::new(),
             slots,
             slot_freed: Arc::new(Notify::new()),
         }
@@ -87,9 +83,9 @@ impl Backfills {
     }
 
     /// Runs a job in this process unless a local runner already has it or every slot is
-    /// taken (the job then stays queued).
+    /// taken (the job then stays queued), or this replica is draining.
     fn spawn(&self, job_id: String) {
-        if self.ctx.shutdown.is_cancelled() {
+        if self.ctx.shutdown.is_draining() {
             return;
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -101,12 +97,9 @@ impl Backfills {
         let ctx = self.ctx.clone();
         let local = self.local.clone();
         let slot_freed = self.slot_freed.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                // Abrupt stop: drop everything mid-flight, like a crash. The lease expires.
-                _ = ctx.kill.cancelled() => {}
-                _ = runner::run(&ctx, &job_id) => {}
-            }
+        // A kill drops this task mid-run (its permit with it): the lease is left to expire.
+        self.ctx.shutdown.spawn(async move {
+            runner::run(&ctx, &job_id).await;
             local.lock().expect("backfill set poisoned").remove(&job_id);
             drop(slot);
             slot_freed.notify_one();
@@ -114,9 +107,11 @@ impl Backfills {
     }
 
     /// Picks up queued jobs and jobs whose runner died (expired lease), as many as there
-    /// are free slots, until shutdown; looks again when a slot frees up.
+    /// are free slots, until draining begins; looks again when a slot frees up.
     pub async fn supervise(self) {
         let interval = self.ctx.settings.backfill.poll_interval;
+        let draining = self.ctx.shutdown.draining();
+        tokio::pin!(draining);
         loop {
             let free = self.slots.available_permits();
             if free > 0 {
@@ -126,17 +121,10 @@ impl Backfills {
                 }
             }
             tokio::select! {
-                _ = self.ctx.shutdown.cancelled() => break,
-                _ = self.ctx.kill.cancelled() => break,
+                _ = &mut draining => break,
                 _ = self.slot_freed.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
             }
         }
-    }
-
-    /// Waits for local runners to checkpoint and stop (after shutdown was signalled).
-    pub async fn wait_stopped(&self) {
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 }

@@ -250,7 +250,7 @@ async fn run_pass(
             let query = cursor.query(limit);
             let body = tokio::select! {
                 r = api.list_users_raw(&query) => r?,
-                _ = ctx.shutdown.cancelled() => return Ok::<(), JobError>(()),
+                _ = ctx.shutdown.draining() => return Ok::<(), JobError>(()),
             };
             let (c, scanned) = (cursor.clone(), body.clone());
             let plan = tokio::task::spawn_blocking(move || scan(&c, &scanned, limit))
@@ -287,7 +287,7 @@ async fn run_pass(
             if page.plan.next.done {
                 return Ok(Stop::Finished);
             }
-            if ctx.shutdown.is_cancelled() {
+            if ctx.shutdown.is_draining() {
                 return Ok(Stop::Released);
             }
         }

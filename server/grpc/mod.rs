@@ -12,7 +12,6 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -31,14 +30,12 @@ fn server_tls(tls: &crate::config::GrpcTlsSettings) -> ServerTlsConfig {
     }
 }
 
-/// Serves until `stop` (over TLS when configured). Health turns NOT_SERVING as soon as
-/// `shutdown` fires (the drain period); at `stop` the listener closes and in-flight calls get
-/// up to `grace` to finish.
+/// Serves until the listeners close (over TLS when configured). Health turns NOT_SERVING as
+/// soon as draining begins; when the listeners close, in-flight calls get up to `grace` to
+/// finish.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
-    shutdown: CancellationToken,
-    stop: CancellationToken,
     grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -61,21 +58,14 @@ pub async fn serve(
     let auth = auth::AdminAuth::new(&state.settings.admin_tokens);
     let api = AuthSyncServiceServer::with_interceptor(GrpcService::new(state.clone()), move |req| auth.check(req));
 
-    tokio::spawn({
-        let (shutdown, stop, health) = (shutdown.clone(), stop.clone(), health.clone());
+    state.shutdown.spawn({
+        let (draining, health) = (state.shutdown.draining(), health.clone());
         async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = stop.cancelled() => {}
-            }
+            draining.await;
             health.set_not_serving::<AuthSyncServiceServer<GrpcService>>().await;
             health.set_service_status("", ServingStatus::NotServing).await;
         }
     });
-    let signal = {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &state.settings.grpc_tls {
         builder = builder.tls_config(server_tls(tls))?;
@@ -87,11 +77,12 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), state.shutdown.closing());
     tokio::pin!(server);
+    let closing = state.shutdown.closing();
     tokio::select! {
         r = &mut server => r,
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = async { closing.await; tokio::time::sleep(grace).await } => {
             tracing::warn!("gRPC calls still open after the shutdown grace period; closing them");
             Ok(())
         }

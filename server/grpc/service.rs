@@ -116,7 +116,8 @@ impl AuthSyncService for GrpcService {
         let first = integrations::watched_job(&self.state, &r.project_id, provider(r.provider)?).await?;
         let state = self.state.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
+        // In the service's task set: it ends when draining begins, or dies with a kill.
+        self.state.shutdown.spawn(async move {
             let interval = state.settings.backfill.watch_interval;
             let mut job = first;
             let mut last_sent: Option<(chrono::DateTime<chrono::Utc>, &'static str)> = None;
@@ -134,7 +135,7 @@ impl AuthSyncService for GrpcService {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
                     _ = tx.closed() => return,
-                    _ = state.shutdown.cancelled() => {
+                    _ = state.shutdown.draining() => {
                         let _ = tx.send(Err(Status::unavailable("the server is shutting down; watch again"))).await;
                         return;
                     }

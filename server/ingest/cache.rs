@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 use crate::crypto::Keyring;
 use crate::project_db::ProjectPools;
@@ -161,12 +160,13 @@ impl IntegrationCache {
 
     /// Keeps the cache fresh until `stop`: listen, load everything, then apply notifications
     /// and revalidate periodically; on a lost connection, start over with backoff.
-    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
         let mut backoff = Duration::from_millis(200);
         loop {
             let listening = tokio::select! {
                 l = self.store.listen_integrations() => l,
-                _ = stop.cancelled() => return,
+                _ = &mut stop => return,
             };
             match listening {
                 Ok((client, mut notifications)) => {
@@ -189,7 +189,7 @@ impl IntegrationCache {
                                         break;
                                     }
                                 }
-                                _ = stop.cancelled() => return,
+                                _ = &mut stop => return,
                             }
                         }
                     }
@@ -203,7 +203,7 @@ impl IntegrationCache {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => return,
+                _ = &mut stop => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }

@@ -5,7 +5,6 @@ use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use crate::store::{ControlStore, StatsDelta, WebhookOutcome};
 
@@ -46,13 +45,14 @@ impl Counters {
     }
 
     /// Flushes every `every` until `stop`, then once more.
-    pub async fn run(&self, store: ControlStore, every: Duration, stop: CancellationToken) {
+    pub async fn run(&self, store: ControlStore, every: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => self.flush(&store).await,
-                _ = stop.cancelled() => break,
+                _ = &mut stop => break,
             }
         }
         self.flush(&store).await;

@@ -17,11 +17,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batcher;
 use super::cache::IntegrationCache;
+use crate::lifecycle::{Phase, Shutdown};
 use crate::project_db::{ProjectDbError, ProjectPools};
 use crate::store::{ControlStore, ParkedDelivery, StoreError};
 use crate::users::UserChange;
@@ -85,29 +85,33 @@ impl Inbox {
         Ok(parked)
     }
 
-    /// Runs the parking task and the drain supervisor until `stop`; drains in flight finish
-    /// their current transaction.
-    pub async fn run(self: Arc<Self>, cache: Arc<IntegrationCache>, pools: ProjectPools, stop: CancellationToken) {
+    /// Runs the parking task and the drain supervisor until the lifecycle reaches `Stopping`;
+    /// drains in flight finish their current transaction. The parking task and the drains
+    /// are spawned into the service's task set and tracked here too, to be waited for.
+    pub async fn run(self: Arc<Self>, cache: Arc<IntegrationCache>, pools: ProjectPools, shutdown: Shutdown) {
         let Some(rx) = self.park_rx.lock().expect("inbox lock poisoned").take() else { return };
         let tasks = TaskTracker::new();
-        tasks.spawn(self.clone().park_loop(rx, stop.clone()));
+        shutdown.spawn(tasks.track_future(self.clone().park_loop(rx, shutdown.stopping())));
+        let stop = shutdown.stopping();
+        tokio::pin!(stop);
         loop {
-            self.scan(&cache, &pools, &tasks, &stop).await;
+            self.scan(&cache, &pools, &tasks, &shutdown).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.wake.notified() => {}
-                _ = stop.cancelled() => break,
+                _ = &mut stop => break,
             }
         }
         tasks.close();
         tasks.wait().await;
     }
 
-    async fn park_loop(self: Arc<Self>, mut rx: mpsc::Receiver<ParkJob>, stop: CancellationToken) {
+    async fn park_loop(self: Arc<Self>, mut rx: mpsc::Receiver<ParkJob>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
         loop {
             let first = tokio::select! {
                 job = rx.recv() => match job { Some(j) => j, None => return },
-                _ = stop.cancelled() => {
+                _ = &mut stop => {
                     // Deliveries still waiting are answered "not kept": the sender retries.
                     rx.close();
                     while let Ok(job) = rx.try_recv() {
@@ -145,7 +149,7 @@ impl Inbox {
         cache: &Arc<IntegrationCache>,
         pools: &ProjectPools,
         tasks: &TaskTracker,
-        stop: &CancellationToken,
+        shutdown: &Shutdown,
     ) {
         let backlog = match self.store.inbox_backlog().await {
             Ok(b) => b,
@@ -158,28 +162,22 @@ impl Inbox {
         for b in backlog {
             self.backlog.lock().expect("inbox lock poisoned").insert(b.integration_id.clone());
             if self.draining.lock().expect("inbox lock poisoned").insert(b.integration_id.clone()) {
-                let (inbox, cache, pools, stop) = (self.clone(), cache.clone(), pools.clone(), stop.clone());
-                tasks.spawn(async move {
-                    inbox.drain(&b.integration_id, &cache, &pools, &stop).await;
+                let (inbox, cache, pools, life) = (self.clone(), cache.clone(), pools.clone(), shutdown.clone());
+                shutdown.spawn(tasks.track_future(async move {
+                    inbox.drain(&b.integration_id, &cache, &pools, &life).await;
                     inbox.draining.lock().expect("inbox lock poisoned").remove(&b.integration_id);
-                });
+                }));
             }
         }
     }
 
     /// Applies the project's parked deliveries until none are left, another replica drains
-    /// it, or `stop`.
-    async fn drain(
-        &self,
-        integration_id: &str,
-        cache: &IntegrationCache,
-        pools: &ProjectPools,
-        stop: &CancellationToken,
-    ) {
+    /// it, or the lifecycle reaches `Stopping`.
+    async fn drain(&self, integration_id: &str, cache: &IntegrationCache, pools: &ProjectPools, shutdown: &Shutdown) {
         let mut backoff = Duration::from_millis(100);
         let mut applied = 0usize;
         loop {
-            if stop.is_cancelled() {
+            if shutdown.phase() >= Phase::Stopping {
                 return;
             }
             match self.drain_once(integration_id, cache, pools).await {
@@ -203,7 +201,7 @@ impl Inbox {
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => return,
+                _ = shutdown.stopping() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }

@@ -23,9 +23,9 @@ use http::HeaderMap;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::lifecycle::Shutdown;
 use crate::project_db::{ProjectDbError, ProjectPools};
 use crate::providers::{self, ParseError, ProviderKind, VerifyError};
 use crate::store::{ControlStore, ParkedDelivery, WebhookOutcome};
@@ -145,12 +145,14 @@ impl IngestService {
         }
     }
 
-    /// Runs the background work (cache freshness, counter flushes, the inbox) until `stop`.
-    pub async fn run(&self, stop: CancellationToken) {
+    /// Runs the background work (cache freshness, counter flushes, the inbox) until the
+    /// lifecycle reaches `Stopping` — after the listeners closed, so the last counters are
+    /// flushed and the last parkings answered.
+    pub async fn run(&self, shutdown: &Shutdown) {
         tokio::join!(
-            self.cache.clone().run(stop.clone()),
-            self.counters.run(self.store.clone(), self.settings.counters_flush, stop.clone()),
-            self.inbox.clone().run(self.cache.clone(), self.pools.clone(), stop.clone()),
+            self.cache.clone().run(shutdown.stopping()),
+            self.counters.run(self.store.clone(), self.settings.counters_flush, shutdown.stopping()),
+            self.inbox.clone().run(self.cache.clone(), self.pools.clone(), shutdown.clone()),
         );
     }
 

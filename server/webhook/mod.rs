@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::providers::ProviderKind;
 use crate::state::AppState;
@@ -19,17 +18,19 @@ use error::{json, WebhookError};
 
 const WEBHOOK_PREFIX: &str = "/api/capydb/v1/integrations/";
 
-/// Serves the webhook listener until `stop` (limits and draining: `crate::listener`).
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
+/// Serves the webhook listener until the listeners close (limits and draining:
+/// `crate::listener`); `/readyz` answers 503 from the moment draining begins.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, grace: Duration) {
     let limits = state.settings.http_limits.clone();
-    crate::listener::serve("webhooks", listener, limits, move |req| handle(state.clone(), req), stop, grace).await
+    let shutdown = state.shutdown.clone();
+    crate::listener::serve("webhooks", listener, limits, move |req| handle(state.clone(), req), shutdown, grace).await
 }
 
 async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        (&Method::GET, "/readyz") if state.shutdown.is_cancelled() => {
+        (&Method::GET, "/readyz") if state.shutdown.is_draining() => {
             WebhookError::NotReady("draining: the server is shutting down").into_response()
         }
         (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
