@@ -384,17 +384,21 @@ impl TestApp {
     /// Waits (polling the control store through the API, bounded) until the project's
     /// backfill reaches a terminal state; returns the job.
     pub async fn wait_backfill_done(&self, project: &str) -> client::BackfillJob {
-        use futures::StreamExt;
-        let mut stream = self.client.watch_backfill(project, client::Provider::Clerk).await.expect("watch");
-        let mut last = None;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while let Some(item) =
-            tokio::time::timeout_at(deadline, stream.next()).await.expect("backfill finished in time")
-        {
-            last = Some(item.expect("watch item"));
-        }
-        last.expect("at least one snapshot")
+        backfill_done(&self.client, project).await
     }
+}
+
+/// Watches the project's Clerk backfill through `client` until it reaches a terminal state
+/// (bounded); returns the last snapshot.
+pub async fn backfill_done(client: &AuthSyncClient, project: &str) -> client::BackfillJob {
+    use futures::StreamExt;
+    let mut stream = client.watch_backfill(project, client::Provider::Clerk).await.expect("watch");
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while let Some(item) = tokio::time::timeout_at(deadline, stream.next()).await.expect("backfill finished in time") {
+        last = Some(item.expect("watch item"));
+    }
+    last.expect("at least one snapshot")
 }
 
 impl Drop for TestApp {

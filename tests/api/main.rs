@@ -7,6 +7,7 @@ mod lifecycle;
 mod listener;
 mod operations;
 mod providers;
+mod replicas;
 mod rotation;
 mod tls;
 mod webhooks;
