@@ -7,6 +7,8 @@
 //! (`ingest::configure_and_delete_reach_a_second_replica…`, `backfill::two_replicas_run_one_backfill`,
 //! `backfill::a_killed_server_resumes…`); these show them between real processes, with a real
 //! SIGKILL, where nothing (cache, metrics recorder, instance id) is shared but the database.
+//! The last test shows that the in-process abrupt stop (dropping `app::run`) looks the same to
+//! the other replicas as that SIGKILL.
 use crate::helpers::*;
 use capydb_auth_sync_client::{AuthSyncClient, BackfillState, ClientConfig, Provider, SignedRequest};
 use serde_json::json;
@@ -149,18 +151,6 @@ impl Replica {
         let status = self.child.wait().await.unwrap();
         assert_eq!(status.signal(), Some(9), "{} was killed by SIGKILL", self.name);
     }
-
-    /// SIGTERM: the graceful shutdown; returns the exit status.
-    async fn sigterm(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("still running").to_string();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        // Generous: the shutdown grace is 5 s.
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("the server exits after SIGTERM")
-            .unwrap()
-    }
 }
 
 impl Drop for Replica {
@@ -278,7 +268,45 @@ async fn a_sigkilled_replicas_backfill_is_taken_over_by_the_other_once_its_lease
     assert_eq!(at_checkpoint.count(), 2, "page 7 was asked by the dead runner, then by the survivor at the checkpoint");
     let jobs: i64 = control.query_one("SELECT count(*) FROM capydb_auth_sync.backfill_jobs", &[]).await.unwrap().get(0);
     assert_eq!(jobs, 1);
+}
 
-    let status = survivor.sigterm().await;
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_dropped_mid_backfill_leaves_its_lease_to_expire_like_a_crash() {
+    // In process: dropping `app::run`'s future is the abrupt stop. Its runner must neither
+    // checkpoint nor hand the lease back (that is the graceful path); the other replicas see
+    // a crash: the lease runs out with the dead owner still named.
+    let clerk = FakeClerk::start(FakeClerkConfig { users: 500, rate_limit: None, ..Default::default() }).await.unwrap();
+    let control_url = new_control_db().await;
+    let app = TestApp::spawn_with(TestOptions {
+        control_url: Some(control_url.clone()),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 100),
+        ..Default::default()
+    })
+    .await;
+    // Request 1 is the key check, 2 is page 1; page 2 is held, so the runner is mid-job.
+    let gate = clerk.pause_users_request(3);
+    app.client
+        .configure_integration("crash", Provider::Clerk)
+        .database_url(app.project_url.clone())
+        .secret_key(clerk.secret_key())
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    let control = connect(&control_url).await;
+    let job = "SELECT lease_owner, lease_expires_at < now(), state, pages FROM capydb_auth_sync.backfill_jobs";
+    let row = control.query_one(job, &[]).await.unwrap();
+    let owner: String = row.get(0);
+    app.kill().await;
+    gate.release();
+
+    eventually("the dead runner's lease expires", || async {
+        let row = control.query_one(job, &[]).await.unwrap();
+        // A hand-over would clear the owner at once, long before the lease runs out.
+        assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(owner.as_str()), "the lease was given back");
+        assert_eq!(row.get::<_, String>(2), "running");
+        assert!(row.get::<_, i64>(3) <= 1, "no page after page 1 was committed");
+        row.get::<_, bool>(1).then_some(())
+    })
+    .await;
 }
