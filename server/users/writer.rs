@@ -8,8 +8,8 @@
 //! 1. newer wins: objects are ordered by (`updated_at`, md5 of the canonical `raw`); an
 //!    object replaces the stored one only if it is greater, so equal `updated_at` ties break
 //!    the same way in every order; the identical object is a duplicate and writes nothing;
-//! 2. deletion is a soft delete and sticky: `deleted_at` is set and never cleared — the
-//!    upsert does not name the column; of two delete times the earliest stays; a delete of an
+//! 2. deletion is a soft delete and sticky: `deleted_at` is set and never cleared — an
+//!    object keeps the stored `deleted_at`; of two delete times the earliest stays; a delete of an
 //!    unknown user inserts a tombstone; a late update may fill a tombstone's other columns
 //!    (its `updated_at` is NULL, the oldest possible);
 //! 3. `raw` is stored as given, made storable first (`users::storable`); typed columns were
@@ -73,26 +73,41 @@ macro_rules! object_key {
     };
 }
 
-/// Rules 1, 2 and 4 for an `INSERT … SELECT` of user objects into `capydb_auth.users AS u`:
-/// a greater object replaces every column but `deleted_at` (sticky), and `last_sign_in_at`
-/// never moves back. Shared by the webhook upsert and the backfill's page merge.
+/// A column an object brings: set from a winning object, kept by a deletion.
+macro_rules! object_column {
+    ($c:literal) => {
+        concat!("\n    ", $c, " = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.", $c, " ELSE u.", $c, " END,")
+    };
+}
+
+/// Rules 1, 2 and 4 for an `INSERT … SELECT` into `capydb_auth.users AS u` of user objects
+/// (`deleted_at` NULL) and deletions (`deleted_at` set, the other columns NULL):
+/// - a greater object replaces every column but `deleted_at` (sticky);
+/// - a deletion sets `deleted_at` on a live row, or moves it to an earlier time, and changes
+///   nothing else;
+/// - `last_sign_in_at` never moves back (a deletion brings none: `GREATEST` ignores NULL).
+///
+/// Shared by the webhook merge and the backfill's page merge (objects only).
 macro_rules! merge_on_conflict {
     () => {
         concat!(
-            "ON CONFLICT (id) DO UPDATE SET
-    email = EXCLUDED.email,
-    first_name = EXCLUDED.first_name,
-    last_name = EXCLUDED.last_name,
-    username = EXCLUDED.username,
-    image_url = EXCLUDED.image_url,
-    created_at = EXCLUDED.created_at,
-    updated_at = EXCLUDED.updated_at,
+            "ON CONFLICT (id) DO UPDATE SET",
+            object_column!("email"),
+            object_column!("first_name"),
+            object_column!("last_name"),
+            object_column!("username"),
+            object_column!("image_url"),
+            object_column!("created_at"),
+            object_column!("updated_at"),
+            object_column!("raw"),
+            "
     last_sign_in_at = GREATEST(u.last_sign_in_at, EXCLUDED.last_sign_in_at),
-    raw = EXCLUDED.raw
-  WHERE ",
+    deleted_at = COALESCE(EXCLUDED.deleted_at, u.deleted_at)
+  WHERE CASE WHEN EXCLUDED.deleted_at IS NULL THEN ",
             object_key!("EXCLUDED"),
             " > ",
-            object_key!("u")
+            object_key!("u"),
+            " ELSE u.deleted_at IS NULL OR EXCLUDED.deleted_at < u.deleted_at END"
         )
     };
 }
@@ -103,27 +118,30 @@ macro_rules! merge_on_conflict {
 /// committed row), and lock and write rows in id order, so two batches cannot deadlock on
 /// each other.
 ///
-/// The upsert of one layer (distinct ids): arrays in, one row per user. A newer object
-/// replaces every column but `deleted_at` (rule 2: sticky); `last_sign_in_at` never moves
-/// back (rule 4). Returns, per input position, whether it was written (inserted or updated)
-/// and whether the stored object was this very object (a duplicate) before the statement.
-const UPSERT: &str = concat!(
+/// One layer (distinct ids) of objects and deletions, in one statement: arrays in, one row per
+/// user (`deleted_at` NULL: an object; set: a deletion, whose `raw` is stored only as a
+/// tombstone's). Returns, per input position, whether it was written (inserted or updated)
+/// and, before the statement, for an object whether the stored object was this very object
+/// (a duplicate), for a deletion whether the row was deleted already.
+const MERGE: &str = concat!(
     "
 WITH input AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[]) WITH ORDINALITY
-    AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw, ord)
+                       $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
+    WITH ORDINALITY
+    AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at,
+         raw, ord)
 ),
 prev AS (
-  SELECT u.id, u.updated_at AS at,
-         CASE WHEN u.updated_at IS NOT DISTINCT FROM i.updated_at THEN md5(u.raw::text) END AS h
+  SELECT u.id, u.deleted_at IS NOT NULL AS was_deleted,
+         CASE WHEN i.deleted_at IS NULL AND u.updated_at IS NOT DISTINCT FROM i.updated_at THEN md5(u.raw::text) END AS h
   FROM capydb_auth.users u JOIN input i ON i.id = u.id
   ORDER BY u.id FOR UPDATE OF u
 ),
 written AS (
   INSERT INTO capydb_auth.users AS u
-    (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw)
-  SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw
+    (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw)
+  SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw
   FROM input ORDER BY id
   ",
     merge_on_conflict!(),
@@ -131,7 +149,9 @@ written AS (
   RETURNING u.id, (xmax = 0) AS inserted
 )
 SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false),
-       COALESCE(p.at IS NOT DISTINCT FROM i.updated_at AND p.h = md5(i.raw::text), false)
+       CASE WHEN i.deleted_at IS NOT NULL THEN COALESCE(p.was_deleted, false)
+            WHEN p.h IS NULL THEN false
+            ELSE p.h = md5(i.raw::text) END
 FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id
 ORDER BY i.ord"
 );
@@ -177,25 +197,6 @@ written AS (
 SELECT i.ord, w.id IS NOT NULL, p.id IS NOT NULL
 FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id ORDER BY i.ord";
 
-/// Deletes, one layer. Sticky (rule 2); of two delete times the earliest stays, so the
-/// column converges whatever the arrival order.
-const DELETE: &str = "
-WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) WITH ORDINALITY AS t(id, deleted_at, raw, ord)
-),
-prev AS (
-  SELECT u.id, u.deleted_at FROM capydb_auth.users u JOIN input i ON i.id = u.id ORDER BY u.id FOR UPDATE OF u
-),
-written AS (
-  INSERT INTO capydb_auth.users AS u (id, deleted_at, raw)
-  SELECT id, deleted_at, raw FROM input ORDER BY id
-  ON CONFLICT (id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
-  WHERE u.deleted_at IS NULL OR EXCLUDED.deleted_at < u.deleted_at
-  RETURNING u.id, (xmax = 0) AS inserted
-)
-SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false), p.deleted_at IS NOT NULL
-FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id ORDER BY i.ord";
-
 /// Rows a Clerk backfill answers for: Clerk user objects. Other providers' users may share
 /// the table (several integrations on one database) and are never reconciled by Clerk.
 const CLERK_ROWS: &str = "raw->>'object' = 'user' AND id LIKE 'user\\_%'";
@@ -238,7 +239,7 @@ const PAGE_COPY_DIRECT: &str = "COPY capydb_auth.users \
   (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, raw) \
   FROM STDIN (FORMAT binary)";
 
-/// The page merge: the same rules and SET list as [`UPSERT`] (rule 1 by object key, `deleted_at`
+/// The page merge: the same rules and SET list as [`MERGE`] (rule 1 by object key, `deleted_at`
 /// untouched, `last_sign_in_at` never back), for a staging table of distinct ids.
 const PAGE_MERGE: &str = concat!(
     "
@@ -330,22 +331,17 @@ impl UsersWriter {
     ) -> Result<Vec<MergeOutcome>, ProjectDbError> {
         let mut outcomes = vec![MergeOutcome::Duplicate; changes.len()];
         for layer in layers(changes) {
-            let mut upserts = Vec::new();
-            let mut deletes = Vec::new();
+            let mut merges = Vec::new();
             let mut signups = Vec::new();
             let mut logins = Vec::new();
             for &i in &layer {
                 match changes[i] {
-                    UserChange::Upsert(r) => upserts.push((i, r)),
-                    UserChange::Delete(d) => deletes.push((i, d)),
+                    UserChange::Upsert(_) | UserChange::Delete(_) => merges.push((i, changes[i])),
                     UserChange::Sighting(s) if s.insert_if_absent => signups.push((i, s)),
                     UserChange::Sighting(s) => logins.push((i, s)),
                 }
             }
-            for (i, outcome) in Self::upsert_layer(c, &upserts).await? {
-                outcomes[i] = outcome;
-            }
-            for (i, outcome) in Self::delete_layer(c, &deletes).await? {
+            for (i, outcome) in Self::merge_layer(c, &merges).await? {
                 outcomes[i] = outcome;
             }
             for (i, outcome) in Self::signup_layer(c, &signups).await? {
@@ -364,8 +360,7 @@ impl UsersWriter {
     /// atomicity with the first.
     pub fn is_one_statement(changes: &[&UserChange]) -> bool {
         let kind = |c: &UserChange| match c {
-            UserChange::Upsert(_) => 0,
-            UserChange::Delete(_) => 1,
+            UserChange::Upsert(_) | UserChange::Delete(_) => 1,
             UserChange::Sighting(s) if s.insert_if_absent => 2,
             UserChange::Sighting(_) => 3,
         };
@@ -373,30 +368,41 @@ impl UsersWriter {
         changes.first().is_none_or(|first| changes.iter().all(|c| kind(c) == kind(first) && ids.insert(c.user_id())))
     }
 
-    async fn upsert_layer(
+    /// Objects and deletions of one layer, in one statement.
+    async fn merge_layer(
         c: &impl GenericClient,
-        layer: &[(usize, &UserRecord)],
+        layer: &[(usize, &UserChange)],
     ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
         if layer.is_empty() {
             return Ok(Vec::new());
         }
-        let records: Vec<&UserRecord> = layer.iter().map(|(_, r)| *r).collect();
-        let rows = Self::run_upsert(c, &records).await?;
+        let rows = Self::run_merge(c, layer).await?;
         let mut outcomes = Vec::with_capacity(layer.len());
         // Positions in `outcomes` of objects that lost rule 1 but carry a sign-in time.
         let mut lost_with_sign_in: Vec<(usize, &UserRecord)> = Vec::new();
-        for (row, &(i, record)) in rows.iter().zip(layer) {
-            let (written, inserted, same): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
-            let outcome = match (written, inserted, same) {
-                (true, true, _) => MergeOutcome::Inserted,
-                (true, false, _) => MergeOutcome::Updated,
-                (false, _, true) => MergeOutcome::Duplicate,
-                (false, _, false) => {
-                    if record.last_sign_in_at.is_some() {
-                        lost_with_sign_in.push((outcomes.len(), record));
+        for (row, &(i, change)) in rows.iter().zip(layer) {
+            let (written, inserted, before): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
+            let outcome = match change {
+                UserChange::Delete(_) => match (written, inserted, before) {
+                    (true, true, _) => MergeOutcome::Tombstoned,
+                    (true, false, false) => MergeOutcome::Deleted,
+                    // Already deleted: at most its delete time moved to the earlier one.
+                    (true, false, true) | (false, _, _) => MergeOutcome::AlreadyDeleted,
+                },
+                // `before`: the stored object was this one.
+                _ => match (written, inserted, before) {
+                    (true, true, _) => MergeOutcome::Inserted,
+                    (true, false, _) => MergeOutcome::Updated,
+                    (false, _, true) => MergeOutcome::Duplicate,
+                    (false, _, false) => {
+                        if let UserChange::Upsert(record) = change {
+                            if record.last_sign_in_at.is_some() {
+                                lost_with_sign_in.push((outcomes.len(), record));
+                            }
+                        }
+                        MergeOutcome::Stale
                     }
-                    MergeOutcome::Stale
-                }
+                },
             };
             outcomes.push((i, outcome));
         }
@@ -413,34 +419,6 @@ impl UsersWriter {
             }
         }
         Ok(outcomes)
-    }
-
-    async fn delete_layer(
-        c: &impl GenericClient,
-        layer: &[(usize, &UserDeletion)],
-    ) -> Result<Vec<(usize, MergeOutcome)>, ProjectDbError> {
-        if layer.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = layer.iter().map(|(_, d)| d.id.as_str()).collect();
-        let at: Vec<DateTime<Utc>> = layer.iter().map(|(_, d)| d.deleted_at).collect();
-        let raws: Vec<&serde_json::Value> = layer.iter().map(|(_, d)| &d.raw).collect();
-        let stmt = c.prepare_cached(DELETE).await?;
-        let rows = c.query(&stmt, &[&ids, &at, &raws]).await?;
-        Ok(rows
-            .iter()
-            .zip(layer)
-            .map(|(row, &(i, _))| {
-                let (written, inserted, was_deleted): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
-                let outcome = match (written, inserted, was_deleted) {
-                    (true, true, _) => MergeOutcome::Tombstoned,
-                    (true, false, false) => MergeOutcome::Deleted,
-                    // Already deleted: at most its delete time moved to the earlier one.
-                    (true, false, true) | (false, _, _) => MergeOutcome::AlreadyDeleted,
-                };
-                (i, outcome)
-            })
-            .collect())
     }
 
     async fn signup_layer(
@@ -505,13 +483,29 @@ impl UsersWriter {
         Ok(BatchOutcome { written, unchanged: records.len() as u64 - written })
     }
 
-    async fn run_upsert(
+    async fn run_merge(
         c: &impl GenericClient,
-        records: &[&UserRecord],
+        layer: &[(usize, &UserChange)],
     ) -> Result<Vec<tokio_postgres::Row>, ProjectDbError> {
-        let col = |f: fn(&UserRecord) -> Option<&str>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let ts = |f: fn(&UserRecord) -> Option<DateTime<Utc>>| records.iter().map(|r| f(r)).collect::<Vec<_>>();
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        fn record(change: &UserChange) -> Option<&UserRecord> {
+            match change {
+                UserChange::Upsert(r) => Some(r),
+                _ => None,
+            }
+        }
+        fn deletion(change: &UserChange) -> Option<&UserDeletion> {
+            match change {
+                UserChange::Delete(d) => Some(d),
+                _ => None,
+            }
+        }
+        let col = |f: fn(&UserRecord) -> Option<&str>| {
+            layer.iter().map(|(_, c)| record(c).and_then(f)).collect::<Vec<Option<&str>>>()
+        };
+        let ts = |f: fn(&UserRecord) -> Option<DateTime<Utc>>| {
+            layer.iter().map(|(_, c)| record(c).and_then(f)).collect::<Vec<Option<DateTime<Utc>>>>()
+        };
+        let ids: Vec<&str> = layer.iter().map(|(_, c)| c.user_id()).collect();
         let emails = col(|r| r.email.as_deref());
         let first = col(|r| r.first_name.as_deref());
         let last = col(|r| r.last_name.as_deref());
@@ -520,10 +514,22 @@ impl UsersWriter {
         let created = ts(|r| r.created_at);
         let updated = ts(|r| r.updated_at);
         let signed_in = ts(|r| r.last_sign_in_at);
-        let raws: Vec<&serde_json::Value> = records.iter().map(|r| &r.raw).collect();
-        let stmt = c.prepare_cached(UPSERT).await?;
-        Ok(c.query(&stmt, &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &raws])
-            .await?)
+        let deleted: Vec<Option<DateTime<Utc>>> =
+            layer.iter().map(|(_, c)| deletion(c).map(|d| d.deleted_at)).collect();
+        let raws: Vec<&serde_json::Value> = layer
+            .iter()
+            .map(|(_, c)| match c {
+                UserChange::Upsert(r) => &r.raw,
+                UserChange::Delete(d) => &d.raw,
+                UserChange::Sighting(s) => &s.raw,
+            })
+            .collect();
+        let stmt = c.prepare_cached(MERGE).await?;
+        Ok(c.query(
+            &stmt,
+            &[&ids, &emails, &first, &last, &usernames, &images, &created, &updated, &signed_in, &deleted, &raws],
+        )
+        .await?)
     }
 
     /// Reconciliation candidates of one listed window: live Clerk rows created in `[from, to)`
