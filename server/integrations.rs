@@ -175,6 +175,7 @@ pub async fn configure(state: &AppState, input: ConfigureInput) -> Result<Integr
         }
         tracing::debug!(project_id = %project.as_str(), attempt, "integration changed meanwhile; merging again");
     };
+    state.ingest.integration_changed(&saved.id).await;
     let is_new = existing.is_none();
     let keyring = &state.settings.keyring;
     tracing::info!(project_id = %saved.project_id, provider = %saved.provider, created = is_new, "integration configured");
@@ -360,6 +361,7 @@ pub async fn delete(
 ) -> Result<IntegrationRow, ApiError> {
     let row = resolve(state, project_id, provider).await?;
     state.store.delete_integration(&row.id).await?;
+    state.ingest.integration_changed(&row.id).await;
     state.pools.forget(&row.id);
     tracing::info!(project_id = %row.project_id, provider = %row.provider, "integration deleted");
     Ok(row)

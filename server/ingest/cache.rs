@@ -98,6 +98,9 @@ pub struct IntegrationCache {
     revalidate_every: Duration,
     negative_ttl: Duration,
     state: RwLock<CacheState>,
+    /// Reloads of one row read and apply under this lock, so they apply in the order they
+    /// read (a notification and a local change of the same row cannot cross).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl IntegrationCache {
@@ -108,7 +111,15 @@ impl IntegrationCache {
         revalidate_every: Duration,
         negative_ttl: Duration,
     ) -> Self {
-        IntegrationCache { store, keyring, pools, revalidate_every, negative_ttl, state: RwLock::default() }
+        IntegrationCache {
+            store,
+            keyring,
+            pools,
+            revalidate_every,
+            negative_ttl,
+            state: RwLock::default(),
+            reloading: tokio::sync::Mutex::default(),
+        }
     }
 
     /// The integration of (project, provider), or `None` when there is none.
@@ -239,8 +250,15 @@ impl IntegrationCache {
         Ok(())
     }
 
+    /// Re-reads one integration this replica just changed (Configure, Delete), so its own
+    /// next delivery sees the change without waiting for the notification.
+    pub async fn changed(&self, integration_id: &str) {
+        self.reload_one(integration_id).await;
+    }
+
     /// Applies one notification: the row changed or is gone.
     async fn reload_one(&self, integration_id: &str) {
+        let _in_order = self.reloading.lock().await;
         match self.store.get_integration_by_id(integration_id).await {
             Ok(row) => {
                 let entry = row.and_then(|r| CachedIntegration::decrypt(r, &self.keyring)).map(Arc::new);

@@ -176,6 +176,12 @@ impl IngestService {
         }
     }
 
+    /// This replica changed the integration with this id: its next delivery sees the change
+    /// at once (other replicas hear of it by notification).
+    pub async fn integration_changed(&self, integration_id: &str) {
+        self.cache.changed(integration_id).await;
+    }
+
     /// Writes the counters gathered so far (GetSyncStatus reads its own replica's counts).
     pub async fn flush_counters(&self) {
         self.counters.flush(&self.store).await;
