@@ -150,6 +150,9 @@ pub struct ServeOptions {
     /// in microseconds (0: take only what is already queued).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LINGER_US", default_value_t = 0)]
     pub batch_linger_us: u64,
+    /// Group commits of one project database in flight at once (at most the pool's size).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_BATCH_LANES", default_value_t = 3)]
+    pub batch_lanes: usize,
     /// Project database destinations allowed even where the default or DATABASE_DENY refuses
     /// them: CIDRs, IPs, host names (as written in the URL) or `unix`, comma-separated.
     /// Outside dev mode loopback, link-local, unspecified and Unix sockets are refused.
@@ -427,6 +430,7 @@ impl Settings {
             return Err(invalid("CAPYDB_AUTH_SYNC_BATCH_LINGER_US must be at most 100000 (0.1 s)"));
         }
         s.ingest.batch.linger = Duration::from_micros(o.batch_linger_us);
+        s.ingest.batch.lanes = o.batch_lanes.clamp(1, o.project_pool_size.max(1));
         s.backfill.lease_ttl = Duration::from_secs(o.backfill_lease_secs.max(2));
         s.backfill.concurrency = o.backfill_concurrency.max(1);
         s.grpc_timeout = Duration::from_secs(o.grpc_timeout_secs.max(1));
