@@ -40,6 +40,50 @@ fn describe() {
     metrics::describe_histogram!("capydb_auth_sync_webhook_duration_seconds", "Time to answer a webhook delivery");
     metrics::describe_counter!("capydb_auth_sync_backfill_users_total", "Users fetched from and written by backfills");
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
+    metrics::describe_gauge!("capydb_auth_sync_inbox_deliveries", "Deliveries parked in the durable inbox now");
+    metrics::describe_gauge!(
+        "capydb_auth_sync_inbox_oldest_age_seconds",
+        "Age of the oldest delivery parked in the durable inbox (0 when empty)"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_clerk_throttled_total",
+        "429 Too Many Requests answers received from the Clerk Backend API"
+    );
+    metrics::describe_gauge!("capydb_auth_sync_project_pools_open", "Project database connection pools open");
+    metrics::describe_counter!(
+        "capydb_auth_sync_control_store_errors_total",
+        "Errors of the service's own control database, by what the service was doing and kind"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_integration_cache_total",
+        "Integration lookups of the delivery path: hit, miss (read from the control database) or negative"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_live",
+        "1 while the integration is configured with a webhook secret (live), 0 once it is not"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_last_event_timestamp_seconds",
+        "Unix time of the integration's last verified delivery (or of its configuration, before any)"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_integration_webhooks_total",
+        "Webhook deliveries of an integration by outcome, as counted by all replicas in the control database"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_backfill_failed",
+        "1 when the integration's last backfill failed and none is running"
+    );
+    // Counters without labels exist from the start, so `rate()` and `increase()` see their
+    // first increment.
+    metrics::counter!("capydb_auth_sync_clerk_throttled_total").increment(0);
+}
+
+/// Counts an error of the control database. `operation` names what the service was doing
+/// (`api`, `counters_flush`, `inbox_park`, …): a fixed word, never request data.
+pub fn control_store_error(operation: &'static str, e: &crate::store::StoreError) {
+    metrics::counter!("capydb_auth_sync_control_store_errors_total", "operation" => operation, "kind" => e.kind())
+        .increment(1);
 }
 
 /// Serves `GET /metrics` until `stop`, with the same defences as every listener.
