@@ -61,7 +61,7 @@ pub fn verdict(r: &StatusReport, live: bool) -> (Health, String) {
             ),
         );
     }
-    if live && hour.rejected > 0 && hour.verified() == 0 {
+    if live && hour.rejected > 0 && hour.authenticated() == 0 {
         return (
             Health::Failing,
             format!(
@@ -221,6 +221,10 @@ mod tests {
                 && text.contains("check the signing secret"),
             "{text}"
         );
+        // A signed delivery that was not a valid event still proves the secret right.
+        r.last_hour.malformed = 1;
+        assert!(!verdict(&r, true).1.contains("none verified"));
+        r.last_hour.malformed = 0;
         // Signed deliveries arriving too: noise, noted, not a failure.
         r.last_hour.applied = 5;
         r.webhooks.last_event_at = Some(at("2024-05-29T16:29:57Z"));

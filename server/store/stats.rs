@@ -75,6 +75,11 @@ impl WebhookCounts {
         self.applied + self.ignored_stale + self.ignored_duplicate + self.ignored_unhandled
     }
 
+    /// Deliveries whose signature verified, whatever became of them after.
+    pub fn authenticated(&self) -> i64 {
+        self.verified() + self.malformed + self.unavailable
+    }
+
     /// Each count with its outcome's name ([`WebhookOutcome::as_str`]).
     pub fn by_outcome(&self) -> [(WebhookOutcome, i64); 7] {
         [

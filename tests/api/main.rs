@@ -8,5 +8,6 @@ mod listener;
 mod operations;
 mod providers;
 mod rotation;
+mod status;
 mod tls;
 mod webhooks;
