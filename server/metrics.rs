@@ -21,6 +21,12 @@ pub fn install() -> PrometheusHandle {
                     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0],
                 )
                 .expect("static bucket list is non-empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("capydb_auth_sync_group_commit_deliveries".into()),
+                    // Deliveries per project-database transaction: 1 (no company) up to a full batch.
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("static bucket list is non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
@@ -38,6 +44,10 @@ fn describe() {
         "Webhook deliveries by provider and outcome"
     );
     metrics::describe_histogram!("capydb_auth_sync_webhook_duration_seconds", "Time to answer a webhook delivery");
+    metrics::describe_histogram!(
+        "capydb_auth_sync_group_commit_deliveries",
+        "Deliveries committed together in one project-database transaction"
+    );
     metrics::describe_counter!("capydb_auth_sync_backfill_users_total", "Users fetched from and written by backfills");
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
     metrics::describe_gauge!("capydb_auth_sync_inbox_deliveries", "Deliveries parked in the durable inbox now");

@@ -6,6 +6,7 @@ mod ingest;
 mod lifecycle;
 mod listener;
 mod operations;
+mod ops;
 mod providers;
 mod rotation;
 mod status;
