@@ -3,8 +3,8 @@
 //! messages instead of building JSON by hand.
 //!
 //! The proto is compiled to a descriptor set first; its field types decide the serde attribute
-//! of each field (timestamps as RFC 3339 strings, enums as short names, optional strings as
-//! `null` when empty), so a field added to the proto gets the right JSON with no edit here.
+//! of each field (timestamps as RFC 3339 strings, durations as seconds, enums as short names,
+//! optional strings as `null` when empty), so a field added to the proto gets the right JSON with no edit here.
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -70,6 +70,9 @@ fn serde_attribute(field: &prost_types::FieldDescriptorProto) -> Option<String> 
             } else {
                 "crate::json::timestamp".to_string()
             }
+        }
+        Type::Message if field.type_name() == ".google.protobuf.Duration" && !repeated => {
+            "crate::json::duration".to_string()
         }
         Type::Enum => {
             let name = field.type_name().rsplit('.').next().unwrap_or_default();

@@ -9,7 +9,10 @@ use crate::project_db::{ProjectDbError, ProjectDbTarget};
 use crate::providers::ProviderKind;
 use crate::state::AppState;
 use crate::store::integrations::fields;
-use crate::store::{InboxBacklog, IntegrationRow, JobRow, StoreError, WebhookStatsRow};
+use crate::store::{
+    InboxBacklog, IntegrationRow, JobRow, JobState, RecentError, StoreError, WebhookCounts, WebhookStatsRow,
+    RECENT_ERRORS,
+};
 use crate::users::schema::{ensure_users_table, SchemaError};
 
 /// Errors of the control API, mapped once to `tonic::Status` in `grpc::error`.
@@ -33,6 +36,7 @@ pub enum ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        crate::metrics::control_store_error("api", &e);
         match e {
             // The driver's text (host names, roles) stays in the log; callers learn what to do.
             StoreError::Unavailable(m) => {
@@ -84,10 +88,16 @@ pub struct ConfigureInput {
 
 /// Everything GetSyncStatus reports.
 pub struct StatusReport {
+    /// When the report was put together (lag and ages are measured to it).
+    pub generated_at: chrono::DateTime<chrono::Utc>,
     pub integration: IntegrationRow,
     pub current: Option<JobRow>,
     pub last: Option<JobRow>,
     pub webhooks: WebhookStatsRow,
+    /// Deliveries of the last hour, per outcome.
+    pub last_hour: WebhookCounts,
+    /// The newest errors (authenticated deliveries, a failed last backfill), newest first.
+    pub recent_errors: Vec<RecentError>,
     /// Deliveries parked in the durable inbox.
     pub inbox: InboxBacklog,
     pub users_total: i64,
@@ -417,22 +427,48 @@ pub async fn status(
     // What this replica has counted is shown at once; other replicas' within a second.
     state.ingest.flush_counters().await;
     let webhooks = state.store.webhook_stats(&integration.id).await?;
+    let last_hour = state.store.webhook_last_hour(&integration.id).await?;
+    let mut recent_errors = state.store.recent_webhook_errors(&integration.id).await?;
+    if let Some(failed) = last.as_ref().filter(|j| j.state == JobState::Failed) {
+        recent_errors.push(RecentError {
+            at: failed.finished_at.unwrap_or(failed.updated_at),
+            kind: "backfill".into(),
+            message: failed.error.clone().unwrap_or_else(|| "the backfill failed".into()),
+        });
+        recent_errors.sort_by_key(|e| std::cmp::Reverse(e.at));
+        recent_errors.truncate(RECENT_ERRORS);
+    }
     let inbox = state.store.inbox_backlog_of(&integration.id).await?;
     let (users_total, users_deleted, database_error) = match count_users(state, &integration).await {
         Ok((t, d)) => (t, d, None),
         Err(e) => (0, 0, Some(e.to_string())),
     };
-    Ok(StatusReport { integration, current, last, webhooks, inbox, users_total, users_deleted, database_error })
+    Ok(StatusReport {
+        generated_at: chrono::Utc::now(),
+        integration,
+        current,
+        last,
+        webhooks,
+        last_hour,
+        recent_errors,
+        inbox,
+        users_total,
+        users_deleted,
+        database_error,
+    })
 }
 
+/// Rows (all, soft-deleted) of the integration's provider in its users table: the table
+/// may hold other providers' users too (integrations of one project sharing a database).
 async fn count_users(state: &AppState, row: &IntegrationRow) -> Result<(i64, i64), ApiError> {
     let url = row.database_url(&state.settings.keyring)?;
     let pool = state.pools.pool(&row.id, &url)?;
     let client = pool.get().await.map_err(ProjectDbError::from)?;
-    let r = client
-        .query_one("SELECT count(*), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM capydb_auth.users", &[])
-        .await
-        .map_err(ProjectDbError::from)?;
+    let sql = format!(
+        "SELECT count(*), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM capydb_auth.users WHERE {}",
+        row.provider.table_rows()
+    );
+    let r = client.query_one(&sql, &[]).await.map_err(ProjectDbError::from)?;
     Ok((r.get(0), r.get(1)))
 }
 

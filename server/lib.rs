@@ -9,7 +9,8 @@
 //! - `webhook`: the public HTTP listener (limits, routing, status codes);
 //! - `ingest`: one delivery from integration lookup (cached) to durable outcome: verify,
 //!   parse, group commit per project database, the durable inbox, counters;
-//! - `integrations`: the integration lifecycle behind the API; `domain`: validated input;
+//! - `integrations`: the integration lifecycle behind the API; `verdict`: what GetSyncStatus
+//!   says of an integration's health; `domain`: validated input;
 //! - `providers`: per-provider webhook verification and parsing into [`users::UserChange`];
 //! - `users`: the provider-neutral record, the table schema, and the writer that owns the
 //!   merge rules (webhooks and backfill both write through it);
@@ -39,6 +40,7 @@ pub mod providers;
 pub mod state;
 pub mod store;
 pub mod users;
+pub mod verdict;
 pub mod webhook;
 
 /// Generated protobuf and gRPC server code.

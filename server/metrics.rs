@@ -22,6 +22,12 @@ pub fn install() -> PrometheusHandle {
                     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0],
                 )
                 .expect("static bucket list is non-empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("capydb_auth_sync_group_commit_deliveries".into()),
+                    // Deliveries per project-database transaction: 1 (no company) up to a full batch.
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("static bucket list is non-empty")
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
@@ -39,8 +45,56 @@ fn describe() {
         "Webhook deliveries by provider and outcome"
     );
     metrics::describe_histogram!("capydb_auth_sync_webhook_duration_seconds", "Time to answer a webhook delivery");
+    metrics::describe_histogram!(
+        "capydb_auth_sync_group_commit_deliveries",
+        "Deliveries committed together in one project-database transaction"
+    );
     metrics::describe_counter!("capydb_auth_sync_backfill_users_total", "Users fetched from and written by backfills");
     metrics::describe_gauge!("capydb_auth_sync_backfills_running", "Backfill jobs running in this replica");
+    metrics::describe_gauge!("capydb_auth_sync_inbox_deliveries", "Deliveries parked in the durable inbox now");
+    metrics::describe_gauge!(
+        "capydb_auth_sync_inbox_oldest_age_seconds",
+        "Age of the oldest delivery parked in the durable inbox (0 when empty)"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_clerk_throttled_total",
+        "429 Too Many Requests answers received from the Clerk Backend API"
+    );
+    metrics::describe_gauge!("capydb_auth_sync_project_pools_open", "Project database connection pools open");
+    metrics::describe_counter!(
+        "capydb_auth_sync_control_store_errors_total",
+        "Errors of the service's own control database, by what the service was doing and kind"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_integration_cache_total",
+        "Integration lookups of the delivery path: hit, miss (read from the control database) or negative"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_live",
+        "1 while the integration is configured with a webhook secret (live), 0 once it is not"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_last_event_timestamp_seconds",
+        "Unix time of the integration's last verified delivery (or of its configuration, before any)"
+    );
+    metrics::describe_counter!(
+        "capydb_auth_sync_integration_webhooks_total",
+        "Webhook deliveries of an integration by outcome, as counted by all replicas in the control database"
+    );
+    metrics::describe_gauge!(
+        "capydb_auth_sync_integration_backfill_failed",
+        "1 when the integration's last backfill failed and none is running"
+    );
+    // Counters without labels exist from the start, so `rate()` and `increase()` see their
+    // first increment.
+    metrics::counter!("capydb_auth_sync_clerk_throttled_total").increment(0);
+}
+
+/// Counts an error of the control database. `operation` names what the service was doing
+/// (`api`, `counters_flush`, `inbox_park`, …): a fixed word, never request data.
+pub fn control_store_error(operation: &'static str, e: &crate::store::StoreError) {
+    metrics::counter!("capydb_auth_sync_control_store_errors_total", "operation" => operation, "kind" => e.kind())
+        .increment(1);
 }
 
 /// Serves `GET /metrics` until the listeners close, with the same defences as every listener.

@@ -422,6 +422,22 @@ struct CachedPool {
     last_used: Instant,
 }
 
+/// Each entry of the pool map is one open pool of `capydb_auth_sync_project_pools_open`:
+/// counted when it enters the map, uncounted when it leaves it (closed, evicted, or the map
+/// dropped with its server).
+impl CachedPool {
+    fn new(pool: Pool) -> Self {
+        metrics::gauge!("capydb_auth_sync_project_pools_open").increment(1.0);
+        CachedPool { pool, last_used: Instant::now() }
+    }
+}
+
+impl Drop for CachedPool {
+    fn drop(&mut self) {
+        metrics::gauge!("capydb_auth_sync_project_pools_open").decrement(1.0);
+    }
+}
+
 /// Pools of all project databases, keyed by integration id and URL fingerprint, so a job
 /// still using an old URL and webhooks using the new one never close each other's pool (the
 /// old one is closed as idle).
@@ -465,7 +481,7 @@ impl ProjectPools {
             }
             idle_count -= 1;
         }
-        pools.insert(key, CachedPool { pool: pool.clone(), last_used: Instant::now() });
+        pools.insert(key, CachedPool::new(pool.clone()));
         Ok(pool)
     }
 

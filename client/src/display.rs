@@ -262,6 +262,35 @@ mod tests {
             ..Default::default()
         };
         let v = sync_status_json(&s);
+        assert!(v["lag"].is_null() && v["recent_errors"] == serde_json::json!([]), "{v}");
+        assert_eq!(v["health"], "unspecified");
+        let live = SyncStatus {
+            lag: Some(prost_types::Duration { seconds: 3, nanos: 500_000_000 }),
+            health: crate::pb::Health::NeedsAttention as i32,
+            recent_errors: vec![crate::pb::RecentError {
+                at: ts(1_717_000_000, 0),
+                kind: "malformed".into(),
+                message: "not a valid event".into(),
+            }],
+            webhooks: Some(WebhookStats {
+                last_hour: Some(crate::pb::WebhookWindow {
+                    window: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+                    rejected: 37,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let l = sync_status_json(&live);
+        assert_eq!(l["lag"], 3.5);
+        assert_eq!(l["health"], "needs-attention");
+        assert_eq!(
+            l["recent_errors"],
+            serde_json::json!([{"at": "2024-05-29T16:26:40Z", "kind": "malformed", "message": "not a valid event"}])
+        );
+        assert_eq!(l["webhooks"]["last_hour"]["window"], 3600.0);
+        assert_eq!(l["webhooks"]["last_hour"]["rejected"], 37);
         assert_eq!(v["mode"], "backfill-only");
         assert_eq!(v["integration"]["provider"], "clerk");
         assert_eq!(v["current_backfill"]["state"], "running");

@@ -4,6 +4,7 @@
 //! - enums as short names (`clerk`, `live`, `backfill-only`, `succeeded`; `unknown(7)` for a
 //!   value this client does not know),
 //! - timestamps as RFC 3339 UTC strings, `null` when unset (or the zero value),
+//! - durations (`lag`, `window`) as seconds (a JSON number), `null` when unset,
 //! - optional strings (`error`, `secret_key_hint`, …) as `null` when empty,
 //! - counters as JSON numbers,
 //! - secrets (`credentials.*`, `database_url`) never: they serialize as `"<redacted>"`.
@@ -32,7 +33,7 @@ use std::marker::PhantomData;
 use serde::Serializer;
 
 use crate::display::timestamp_rfc3339;
-use crate::pb::{BackfillState, IntegrationState, Provider, SyncMode};
+use crate::pb::{BackfillState, Health, IntegrationState, Provider, SyncMode};
 use crate::provider::provider_name;
 
 /// A proto enum with a short name for people and JSON.
@@ -64,6 +65,17 @@ impl ShortName for SyncMode {
             SyncMode::Unspecified => "unspecified",
             SyncMode::Live => "live",
             SyncMode::BackfillOnly => "backfill-only",
+        }
+    }
+}
+
+impl ShortName for Health {
+    fn short_name(&self) -> &'static str {
+        match self {
+            Health::Unspecified => "unspecified",
+            Health::Ok => "ok",
+            Health::NeedsAttention => "needs-attention",
+            Health::Failing => "failing",
         }
     }
 }
@@ -109,6 +121,14 @@ impl<T: ShortName> EnumName<T> {
 pub fn timestamp<S: Serializer>(ts: &Option<prost_types::Timestamp>, s: S) -> Result<S::Ok, S::Error> {
     match timestamp_rfc3339(ts.as_ref()) {
         Some(t) => s.serialize_str(&t),
+        None => s.serialize_none(),
+    }
+}
+
+/// Serializes an optional duration as seconds (a number; `null` when unset).
+pub fn duration<S: Serializer>(d: &Option<prost_types::Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.seconds as f64 + f64::from(d.nanos) / 1e9),
         None => s.serialize_none(),
     }
 }

@@ -211,6 +211,7 @@ impl ClerkApi {
             .map_err(|e| Failure::Transient(describe_transport(&e)))?;
         let status = resp.status().as_u16();
         if status == 429 {
+            metrics::counter!("capydb_auth_sync_clerk_throttled_total").increment(1);
             let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
             self.limiter.on_throttled(wait);
             return Err(Failure::Throttled(wait));

@@ -117,7 +117,10 @@ impl Backfills {
             if free > 0 {
                 match self.ctx.store.claimable_jobs(free as i64).await {
                     Ok(ids) => ids.into_iter().for_each(|id| self.spawn(id)),
-                    Err(e) => tracing::warn!(error = %e, "could not look for backfill jobs to resume"),
+                    Err(e) => {
+                        crate::metrics::control_store_error("backfill_claim", &e);
+                        tracing::warn!(error = %e, "could not look for backfill jobs to resume")
+                    }
                 }
             }
             tokio::select! {

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use crate::integrations::StatusReport;
 use crate::pb;
 use crate::providers::ProviderKind;
-use crate::store::{InboxBacklog, IntegrationRow, JobRow, JobState, WebhookStatsRow};
+use crate::store::{InboxBacklog, IntegrationRow, JobRow, JobState, WebhookCounts, WebhookStatsRow};
+use crate::verdict::Health;
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
@@ -108,7 +109,25 @@ pub fn job(j: &JobRow) -> pb::BackfillJob {
     }
 }
 
-pub fn webhooks(w: &WebhookStatsRow, inbox: &InboxBacklog) -> pb::WebhookStats {
+pub fn duration(d: chrono::TimeDelta) -> prost_types::Duration {
+    let d = d.max(chrono::TimeDelta::zero());
+    prost_types::Duration { seconds: d.num_seconds(), nanos: d.subsec_nanos() }
+}
+
+pub fn counts_window(c: &WebhookCounts, window: chrono::TimeDelta) -> pb::WebhookWindow {
+    pb::WebhookWindow {
+        window: Some(duration(window)),
+        applied: c.applied,
+        ignored_stale: c.ignored_stale,
+        ignored_duplicate: c.ignored_duplicate,
+        ignored_unhandled: c.ignored_unhandled,
+        rejected: c.rejected,
+        malformed: c.malformed,
+        unavailable: c.unavailable,
+    }
+}
+
+pub fn webhooks(w: &WebhookStatsRow, last_hour: &WebhookCounts, inbox: &InboxBacklog) -> pb::WebhookStats {
     pb::WebhookStats {
         applied: w.applied,
         ignored_stale: w.ignored_stale,
@@ -122,63 +141,39 @@ pub fn webhooks(w: &WebhookStatsRow, inbox: &InboxBacklog) -> pb::WebhookStats {
         unavailable: w.unavailable,
         queued: inbox.count,
         oldest_queued_at: inbox.oldest.map(timestamp),
+        last_hour: Some(counts_window(last_hour, chrono::TimeDelta::hours(1))),
+    }
+}
+
+pub fn health(h: Health) -> pb::Health {
+    match h {
+        Health::Ok => pb::Health::Ok,
+        Health::NeedsAttention => pb::Health::NeedsAttention,
+        Health::Failing => pb::Health::Failing,
     }
 }
 
 pub fn status(r: &StatusReport, public_base_url: &str) -> pb::SyncStatus {
     let state = integration_state(r.current.as_ref(), r.last.as_ref());
     let mode = mode(&r.integration);
+    let (level, verdict) = crate::verdict::verdict(r, mode == pb::SyncMode::Live);
     pb::SyncStatus {
         integration: Some(integration(&r.integration, state, public_base_url)),
         mode: mode as i32,
-        verdict: verdict(r, mode),
+        verdict,
         current_backfill: r.current.as_ref().map(job),
         last_backfill: r.last.as_ref().map(job),
-        webhooks: Some(webhooks(&r.webhooks, &r.inbox)),
+        webhooks: Some(webhooks(&r.webhooks, &r.last_hour, &r.inbox)),
         users_total: r.users_total,
         users_deleted: r.users_deleted,
         database_error: r.database_error.clone().unwrap_or_default(),
-    }
-}
-
-/// One sentence an operator can act on.
-fn verdict(r: &StatusReport, mode: pb::SyncMode) -> String {
-    if let Some(e) = &r.database_error {
-        return format!("needs attention: the project database cannot be read ({e})");
-    }
-    if let Some(j) = &r.current {
-        let of = if j.users_expected > 0 { format!(" of ~{}", j.users_expected) } else { String::new() };
-        return format!("backfilling: {} users fetched{of}, {} written", j.users_fetched, j.users_written);
-    }
-    if let Some(j) = r.last.as_ref().filter(|j| j.state == JobState::Failed) {
-        return format!("needs attention: the last backfill failed: {}", j.error.as_deref().unwrap_or("unknown error"));
-    }
-    match mode {
-        pb::SyncMode::BackfillOnly => {
-            "backfill-only: no webhook signing secret, so changes in Clerk reach the table only when a backfill runs; \
-             add credentials.webhook_signing_secret to go live"
-                .to_string()
-        }
-        _ => {
-            let w = &r.webhooks;
-            // A failed signature check is counted but does not by itself flag the integration
-            // (anyone can post junk to a public URL) unless nothing has ever verified.
-            let authenticated_failure =
-                w.last_error.as_deref().is_some_and(|e| !e.starts_with("webhook verification failed"));
-            match (w.last_event_at, w.last_error_at) {
-                (event, Some(failed)) if authenticated_failure && event.is_none_or(|e| failed > e) => format!(
-                    "needs attention: the last webhook delivery failed at {}: {}",
-                    failed.to_rfc3339(),
-                    w.last_error.as_deref().unwrap_or("unknown error")
-                ),
-                (None, Some(_)) if w.rejected > 0 => format!(
-                    "needs attention: {} webhook deliveries were rejected and none has verified yet; check that the \
-                     signing secret configured here is the provider's",
-                    w.rejected
-                ),
-                (Some(t), _) => format!("healthy: live, last event at {}", t.to_rfc3339()),
-                (None, _) => "healthy: live, waiting for the first webhook event".to_string(),
-            }
-        }
+        lag: r.webhooks.last_event_at.map(|t| duration(r.generated_at - t)),
+        recent_errors: r
+            .recent_errors
+            .iter()
+            .map(|e| pb::RecentError { at: Some(timestamp(e.at)), kind: e.kind.clone(), message: e.message.clone() })
+            .collect(),
+        health: health(level) as i32,
+        generated_at: Some(timestamp(r.generated_at)),
     }
 }

@@ -142,7 +142,11 @@ impl IntegrationCache {
             }
         }
         metrics::counter!("capydb_auth_sync_integration_cache_total", "result" => "miss").increment(1);
-        let row = self.store.get_integration(project_id, provider).await?;
+        let row = self
+            .store
+            .get_integration(project_id, provider)
+            .await
+            .inspect_err(|e| crate::metrics::control_store_error("integration_lookup", e))?;
         let found = row.and_then(|r| CachedIntegration::decrypt(r, &self.keyring)).map(Arc::new);
         let mut state = self.state.write().expect("cache lock poisoned");
         match &found {
@@ -210,7 +214,10 @@ impl IntegrationCache {
                     drop(client);
                     tracing::warn!("lost the control database's integration notifications; reconnecting");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for integration changes"),
+                Err(e) => {
+                    crate::metrics::control_store_error("integration_cache", &e);
+                    tracing::warn!(error = %e, "cannot listen for integration changes")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -222,7 +229,11 @@ impl IntegrationCache {
 
     /// Re-reads every integration, decrypting only rows that changed.
     async fn reload_all(&self) -> Result<(), StoreError> {
-        let rows = self.store.list_integrations(None).await?;
+        let rows = self
+            .store
+            .list_integrations(None)
+            .await
+            .inspect_err(|e| crate::metrics::control_store_error("integration_cache", e))?;
         let old = {
             let state = self.state.read().expect("cache lock poisoned");
             state.entries.clone()
@@ -274,6 +285,7 @@ impl IntegrationCache {
                 }
             }
             Err(e) => {
+                crate::metrics::control_store_error("integration_cache", &e);
                 // The row changed but cannot be read: drop the stale entry so a lookup asks
                 // the control database again (until the next full load restores it).
                 tracing::warn!(error = %e, "could not reload a changed integration");

@@ -135,6 +135,7 @@ impl Inbox {
                     }
                 }
                 Err(e) => {
+                    crate::metrics::control_store_error("inbox_park", &e);
                     for job in jobs {
                         let _ = job.reply.send(Err(e.clone()));
                     }
@@ -154,11 +155,15 @@ impl Inbox {
         let backlog = match self.store.inbox_backlog().await {
             Ok(b) => b,
             Err(e) => {
+                crate::metrics::control_store_error("inbox_scan", &e);
                 tracing::debug!(error = %e, "cannot read the inbox backlog");
                 return;
             }
         };
         metrics::gauge!("capydb_auth_sync_inbox_deliveries").set(backlog.iter().map(|b| b.count).sum::<i64>() as f64);
+        let oldest = backlog.iter().filter_map(|b| b.oldest).min();
+        let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        metrics::gauge!("capydb_auth_sync_inbox_oldest_age_seconds").set(age);
         for b in backlog {
             self.backlog.lock().expect("inbox lock poisoned").insert(b.integration_id.clone());
             if self.draining.lock().expect("inbox lock poisoned").insert(b.integration_id.clone()) {
@@ -196,6 +201,9 @@ impl Inbox {
                 // Another replica holds the drain.
                 Ok(None) => return,
                 Err(e) => {
+                    if let DrainError::Store(e) = &e {
+                        crate::metrics::control_store_error("inbox_drain", e);
+                    }
                     tracing::debug!(integration_id, error = %e, retry_in_ms = backoff.as_millis() as u64, "inbox drain waits for the project database");
                 }
             }

@@ -49,6 +49,8 @@ pub struct IngestSettings {
     pub negative_ttl: Duration,
     /// How often counters are written to the control database.
     pub counters_flush: Duration,
+    /// How often the per-integration metrics are read from the control database.
+    pub metrics_refresh: Duration,
 }
 
 impl Default for IngestSettings {
@@ -60,6 +62,7 @@ impl Default for IngestSettings {
             cache_revalidate: Duration::from_secs(10),
             negative_ttl: Duration::from_secs(5),
             counters_flush: Duration::from_secs(1),
+            metrics_refresh: Duration::from_secs(15),
         }
     }
 }
@@ -151,7 +154,12 @@ impl IngestService {
     pub async fn run(&self, shutdown: &Shutdown) {
         tokio::join!(
             self.cache.clone().run(shutdown.stopping()),
-            self.counters.run(self.store.clone(), self.settings.counters_flush, shutdown.stopping()),
+            self.counters.run(
+                self.store.clone(),
+                self.settings.counters_flush,
+                self.settings.metrics_refresh,
+                shutdown.stopping()
+            ),
             self.inbox.clone().run(self.cache.clone(), self.pools.clone(), shutdown.clone()),
         );
     }

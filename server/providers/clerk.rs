@@ -18,6 +18,9 @@ use super::{svix, Delivery, ParseError, Provider, VerifyError};
 use crate::pb;
 use crate::users::{UserChange, UserDeletion, UserRecord};
 
+/// The rows of Clerk users in `capydb_auth.users` (see [`Provider::table_rows`]).
+const CLERK_TABLE_ROWS: &str = "id LIKE 'user\\_%' AND raw->>'object' = 'user'";
+
 /// Clerk (SPEC §1): webhooks signed by Svix (see [`svix`]), and a Backend API the service
 /// backfills from (`backfill/`).
 pub struct Clerk;
@@ -37,6 +40,11 @@ impl Provider for Clerk {
 
     fn supports_backfill(&self) -> bool {
         true
+    }
+
+    /// Clerk user objects: ids `user_…` and `raw.object = "user"` (delete events carry both).
+    fn table_rows(&self) -> &'static str {
+        CLERK_TABLE_ROWS
     }
 
     /// `whsec_` followed by non-empty standard base64 (the Svix key).

@@ -106,6 +106,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Whether the provider has an API the service can page through (a backfill).
     fn supports_backfill(&self) -> bool;
 
+    /// An SQL condition on `capydb_auth.users` that holds for the rows of this provider's
+    /// users, told apart by their id (and `raw`): several integrations of a project may share
+    /// one table, and the status counts each integration's rows only. The conditions of
+    /// all providers never hold for the same row.
+    fn table_rows(&self) -> &'static str;
+
     /// Checks a webhook secret as ConfigureIntegration receives it. The error says what
     /// is wrong in words a caller can act on, and never contains the secret.
     fn check_webhook_secret(&self, secret: &str) -> Result<(), String>;
@@ -168,6 +174,11 @@ impl ProviderKind {
     /// Whether the provider has an API the service can page through.
     pub fn supports_backfill(self) -> bool {
         self.provider().supports_backfill()
+    }
+
+    /// The SQL condition selecting this provider's rows of `capydb_auth.users`.
+    pub fn table_rows(self) -> &'static str {
+        self.provider().table_rows()
     }
 
     /// The proto enum value of this provider.

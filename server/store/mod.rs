@@ -15,7 +15,9 @@ use std::time::Duration;
 pub use inbox::{InboxBacklog, ParkedDelivery};
 pub use integrations::{Ciphertexts, IntegrationRow};
 pub use jobs::{JobRow, JobState};
-pub use stats::{StatsDelta, WebhookOutcome, WebhookStatsRow};
+pub use stats::{
+    IntegrationMetricsRow, RecentError, StatsDelta, WebhookCounts, WebhookOutcome, WebhookStatsRow, RECENT_ERRORS,
+};
 
 mod embedded {
     refinery::embed_migrations!("server/store/migrations");
@@ -33,6 +35,17 @@ pub enum StoreError {
     Query(String),
     #[error("control database migration failed: {0}")]
     Migration(String),
+}
+
+impl StoreError {
+    /// `unavailable`, `query` or `migration`: the metric label of this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Query(_) => "query",
+            StoreError::Migration(_) => "migration",
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {

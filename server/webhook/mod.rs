@@ -36,6 +36,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<B
         (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
             Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Ok(Err(e)) => {
+                crate::metrics::control_store_error("readiness", &e);
                 tracing::warn!(error = %e, "readiness: control database unreachable");
                 WebhookError::NotReady("control database unreachable").into_response()
             }

@@ -48,7 +48,12 @@ fn yes_no(b: bool) -> &'static str {
 
 /// `3 s ago`, `4 min ago`, `2 h ago`, `5 d ago` (rounded down).
 pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let s = (now - t).num_seconds().max(0);
+    ago_secs((now - t).num_seconds())
+}
+
+/// [`ago`] of an age in seconds.
+pub fn ago_secs(secs: i64) -> String {
+    let s = secs.max(0);
     match s {
         0..=119 => format!("{s} s ago"),
         120..=7_199 => format!("{} min ago", s / 60),
@@ -102,8 +107,11 @@ pub fn backfill_job(j: &BackfillJob) -> String {
     r.render()
 }
 
-/// The status of `status PROJECT`: verdict first, then lag, rows, webhooks, backfills.
+/// The status of `status PROJECT`: verdict first, then lag, rows, webhooks (all time and the
+/// last hour), the inbox, recent errors, backfills, and where things are.
 pub fn sync_status(s: &SyncStatus, now: DateTime<Utc>) -> String {
+    // Ages are measured with the server's clock when it says when it answered.
+    let now = timestamp_utc(s.generated_at.as_ref()).unwrap_or(now);
     let mut r = Rows::new();
     if let Some(i) = &s.integration {
         r.row("Project", format!("{} ({})", i.project_id, provider_str(i.provider)))
@@ -113,9 +121,10 @@ pub fn sync_status(s: &SyncStatus, now: DateTime<Utc>) -> String {
     }
     r.row("Verdict", s.verdict.clone());
     if let Some(w) = &s.webhooks {
-        let last = match timestamp_utc(w.last_event_at.as_ref()) {
-            Some(t) => format!("{} ({})", ago(t, now), ts_text(w.last_event_at.as_ref())),
-            None => "no event yet".to_string(),
+        let last = match (s.lag.as_ref(), timestamp_utc(w.last_event_at.as_ref())) {
+            (Some(lag), Some(_)) => format!("{} ({})", ago_secs(lag.seconds), ts_text(w.last_event_at.as_ref())),
+            (None, Some(t)) => format!("{} ({})", ago(t, now), ts_text(w.last_event_at.as_ref())),
+            (_, None) => "no event yet".to_string(),
         };
         r.row("Last event", last);
     }
@@ -139,7 +148,29 @@ pub fn sync_status(s: &SyncStatus, now: DateTime<Utc>) -> String {
                     w.unavailable
                 ),
             );
-            if !w.last_error.is_empty() {
+            if let Some(h) = &w.last_hour {
+                let ignored = h.ignored_stale + h.ignored_duplicate + h.ignored_unhandled;
+                r.row(
+                    "Last hour",
+                    format!(
+                        "{} applied · {} ignored\n{} rejected · {} malformed · {} unavailable",
+                        h.applied, ignored, h.rejected, h.malformed, h.unavailable
+                    ),
+                );
+            }
+            let inbox = match timestamp_utc(w.oldest_queued_at.as_ref()) {
+                Some(t) if w.queued > 0 => format!(
+                    "{}, oldest {} ({})",
+                    plural(w.queued, "delivery", "deliveries"),
+                    ago(t, now),
+                    ts_text(w.oldest_queued_at.as_ref())
+                ),
+                _ if w.queued > 0 => plural(w.queued, "delivery", "deliveries"),
+                _ => "empty".to_string(),
+            };
+            r.row("Inbox", inbox);
+            if s.recent_errors.is_empty() && !w.last_error.is_empty() {
+                // A server that lists no recent errors still says the last one.
                 let at = timestamp_utc(w.last_error_at.as_ref())
                     .map(|_| format!("\nat {}", ts_text(w.last_error_at.as_ref())))
                     .unwrap_or_default();
@@ -149,6 +180,11 @@ pub fn sync_status(s: &SyncStatus, now: DateTime<Utc>) -> String {
         None => {
             r.row("Webhooks", "-");
         }
+    }
+    if !s.recent_errors.is_empty() {
+        let lines: Vec<String> =
+            s.recent_errors.iter().map(|e| format!("{} {}: {}", ts_text(e.at.as_ref()), e.kind, e.message)).collect();
+        r.row("Recent errors", lines.join("\n"));
     }
     match &s.current_backfill {
         Some(j) => r.row("Backfill", format!("{}\nstarted {}", backfill_job_line(j), ts_text(j.started_at.as_ref()))),
@@ -170,7 +206,14 @@ pub fn sync_status(s: &SyncStatus, now: DateTime<Utc>) -> String {
         if !i.database_target.is_empty() {
             r.row("Database", i.database_target.clone());
         }
-        r.row("Webhook secret", yes_no(i.has_webhook_secret));
+        let mut secret = yes_no(i.has_webhook_secret).to_string();
+        if timestamp_utc(i.previous_webhook_secret_until.as_ref()).is_some_and(|until| until > now) {
+            secret.push_str(&format!(
+                " (old one still accepted until {})",
+                ts_text(i.previous_webhook_secret_until.as_ref())
+            ));
+        }
+        r.row("Webhook secret", secret);
     }
     r.render()
 }
@@ -200,7 +243,9 @@ pub fn integrations(list: &[Integration]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capydb_auth_sync_client::{BackfillState, IntegrationState, Provider, SyncMode, WebhookStats};
+    use capydb_auth_sync_client::{
+        BackfillState, Health, IntegrationState, Provider, RecentError, SyncMode, WebhookStats, WebhookWindow,
+    };
     use prost_types::Timestamp;
 
     fn ts(seconds: i64) -> Option<Timestamp> {
@@ -247,17 +292,65 @@ mod tests {
                 applied: 1,
                 rejected: 37,
                 last_event_at: ts(1_717_000_100),
+                last_error: "not a valid event: missing or invalid field `type`".into(),
+                last_error_at: ts(1_717_000_050),
+                queued: 4,
+                oldest_queued_at: ts(1_716_999_803),
+                last_hour: Some(WebhookWindow {
+                    window: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),
+                    applied: 1,
+                    ignored_duplicate: 2,
+                    rejected: 37,
+                    malformed: 1,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             users_total: 1,
+            lag: Some(prost_types::Duration { seconds: 3, nanos: 250_000_000 }),
+            recent_errors: vec![
+                RecentError {
+                    at: ts(1_717_000_050),
+                    kind: "malformed".into(),
+                    message: "not a valid event: missing or invalid field `type`".into(),
+                },
+                RecentError {
+                    at: ts(1_716_990_000),
+                    kind: "backfill".into(),
+                    message: "Clerk rejected the secret key (401): copy it again from the Clerk dashboard".into(),
+                },
+            ],
+            health: Health::Failing as i32,
+            generated_at: ts(1_717_000_103),
             ..Default::default()
         }
     }
 
+    /// The table as `Label ┆ value` lines, each cell's wrapped lines joined by a space.
+    fn cells(table: &str) -> String {
+        let mut rows: Vec<String> = Vec::new();
+        for line in table.lines().filter(|l| l.contains('┆')) {
+            let inner = line.trim_matches(|c| c == '│' || c == ' ');
+            let (label, value) = inner.split_once('┆').unwrap();
+            let (label, value) = (label.trim(), value.trim());
+            match rows.last_mut() {
+                Some(last) if label.is_empty() => {
+                    last.push(' ');
+                    last.push_str(value);
+                }
+                _ => rows.push(format!("{label} ┆ {value}")),
+            }
+        }
+        rows.join("\n")
+    }
+
     #[test]
     fn status_table_fits_80_columns_and_reads_well() {
-        let now = DateTime::<Utc>::from_timestamp(1_717_000_103, 0).unwrap();
-        let text = sync_status(&status(), now);
+        // The client's clock is off by a day: ages use the server's `generated_at`.
+        let now = DateTime::<Utc>::from_timestamp(1_717_086_503, 0).unwrap();
+        let mut with_grace = status();
+        with_grace.integration.as_mut().unwrap().previous_webhook_secret_until = ts(1_717_010_000);
+        let text = sync_status(&with_grace, now);
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "{} columns: {line}\n{text}", line.chars().count());
         }
@@ -268,9 +361,18 @@ mod tests {
             "1 row ",
             "5000 unchanged",
             "37 rejected",
+            "Last hour ┆ 1 applied · 2 ignored 37 rejected · 1 malformed · 0 unavailable",
+            "Inbox ┆ 4 deliveries, oldest 5 min ago (2024-05-29T16:23:23Z)",
+            "Recent errors ┆ 2024-05-29T16:27:30Z malformed: not a valid event",
+            "2024-05-29T13:40:00Z backfill: Clerk rejected",
+            "Webhook secret ┆ yes (old one still accepted until 2024-05-29T19:13:20Z)",
         ] {
-            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+            assert!(cells(&text).contains(needle), "missing {needle:?} in\n{text}");
         }
+        assert!(!text.contains("Last error"), "the recent errors say it:\n{text}");
+        let mut old_server = status();
+        old_server.recent_errors.clear();
+        assert!(sync_status(&old_server, now).contains("Last error"));
         assert!(!text.contains("stale,") || text.contains("ignored: 0 stale"), "{text}");
     }
 

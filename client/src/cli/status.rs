@@ -1,5 +1,6 @@
 //! Owns `status PROJECT [--provider P] [--json]`: GetSyncStatus rendered as a readable block
-//! table (verdict, lag, row counts, webhook counters, backfills) or JSON.
+//! table (verdict, lag, row counts, webhook counters of all time and the last hour, the inbox,
+//! recent errors, backfills, the webhook secret and its predecessor's grace period) or JSON.
 
 use std::process::ExitCode;
 

@@ -47,6 +47,12 @@ impl Provider for Auth0 {
         false
     }
 
+    /// Auth0 user ids are always `{connection}|{id}` (`auth0|…`, `google-oauth2|…`), and no
+    /// Clerk or Better Auth id has a `|`.
+    fn table_rows(&self) -> &'static str {
+        "strpos(id, '|') > 0"
+    }
+
     fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
         check_shared_secret(secret)
     }

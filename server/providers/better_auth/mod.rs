@@ -43,6 +43,12 @@ impl Provider for BetterAuth {
         false
     }
 
+    /// Better Auth ids have no shape of their own: every row that is neither Clerk's nor
+    /// Auth0's (see their `table_rows`).
+    fn table_rows(&self) -> &'static str {
+        "NOT (id LIKE 'user\\_%' AND COALESCE(raw->>'object', '') = 'user') AND strpos(id, '|') = 0"
+    }
+
     /// At least 16 characters, as the plugin itself requires of an endpoint secret.
     fn check_webhook_secret(&self, secret: &str) -> Result<(), String> {
         check_shared_secret(secret)
