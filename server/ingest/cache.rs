@@ -101,6 +101,8 @@ pub struct IntegrationCache {
     /// Reloads of one row read and apply under this lock, so they apply in the order they
     /// read (a notification and a local change of the same row cannot cross).
     reloading: tokio::sync::Mutex<()>,
+    /// Set by the first complete load.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl IntegrationCache {
@@ -119,6 +121,7 @@ impl IntegrationCache {
             negative_ttl,
             state: RwLock::default(),
             reloading: tokio::sync::Mutex::default(),
+            loaded: Default::default(),
         }
     }
 
@@ -258,7 +261,13 @@ impl IntegrationCache {
         state.entries = entries;
         state.negative.clear();
         state.complete = true;
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether every integration has been loaded once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Re-reads one integration this replica just changed (Configure, Delete), so its own

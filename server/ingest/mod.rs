@@ -184,6 +184,12 @@ impl IngestService {
         }
     }
 
+    /// Whether the integration cache has loaded every integration once: until then unknown
+    /// ids cost a control-database lookup, and the replica is not ready.
+    pub fn ready(&self) -> bool {
+        self.cache.loaded()
+    }
+
     /// This replica changed the integration with this id: its next delivery sees the change
     /// at once (other replicas hear of it by notification).
     pub async fn integration_changed(&self, integration_id: &str) {

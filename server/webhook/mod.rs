@@ -33,6 +33,9 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<B
         (&Method::GET, "/readyz") if state.shutdown.is_draining() => {
             WebhookError::NotReady("draining: the server is shutting down").into_response()
         }
+        (&Method::GET, "/readyz") if !state.ingest.ready() => {
+            WebhookError::NotReady("starting: integrations are not loaded yet").into_response()
+        }
         (&Method::GET, "/readyz") => match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
             Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
             Ok(Err(e)) => {
