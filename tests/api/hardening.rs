@@ -363,3 +363,311 @@ async fn an_unsigned_flood_leaves_signed_deliveries_fast_applied_and_last_error_
     assert_eq!(b.last_error, "", "nor set flood_b's");
     assert_eq!(a.applied as usize, 50 + 2 * ROUNDS * PER_WINDOW);
 }
+
+// ---------------------------------------------------------------------------------------
+// Secrets: a failure-heavy run, every answer and every log line searched.
+
+/// Everything the service said in a run: HTTP answers (status, headers, body), gRPC answers
+/// (messages, or the status with its message, details and metadata), metrics.
+#[derive(Default)]
+struct Transcript {
+    said: Vec<String>,
+    http_statuses: std::collections::BTreeSet<u16>,
+    grpc_codes: std::collections::BTreeSet<String>,
+}
+
+impl Transcript {
+    async fn http(&mut self, request: reqwest::RequestBuilder) -> (u16, String) {
+        let resp = request.send().await.expect("an HTTP answer");
+        let status = resp.status().as_u16();
+        let headers = format!("{:?}", resp.headers());
+        let body = resp.text().await.unwrap_or_default();
+        self.said.push(format!("HTTP {status} {headers} {body}"));
+        self.http_statuses.insert(status);
+        (status, body)
+    }
+
+    async fn post(&mut self, app: &TestApp, url: &str, req: &SignedRequest) -> u16 {
+        self.http(app.http.post(url).headers(req.header_map()).body(req.body.clone())).await.0
+    }
+
+    /// Records a gRPC answer; returns its code.
+    fn grpc<T: std::fmt::Debug>(&mut self, answer: Result<T, client::ClientError>) -> tonic::Code {
+        match answer {
+            Ok(message) => {
+                self.said.push(format!("{message:?}"));
+                tonic::Code::Ok
+            }
+            Err(e) => {
+                self.said.push(e.to_string());
+                for v in e.field_violations() {
+                    self.said.push(format!("{}: {}", v.field, v.description));
+                }
+                let status = e.status().expect("a gRPC status");
+                self.said.push(format!("{status:?}"));
+                self.said.push(String::from_utf8_lossy(status.details()).into_owned());
+                self.said.push(format!("{:?}", status.metadata()));
+                self.grpc_codes.insert(format!("{:?}", status.code()));
+                status.code()
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_heavy_run_never_shows_a_secret_in_any_answer_or_log_line() {
+    use base64::Engine;
+    use tonic::Code;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let random = || uuid::Uuid::new_v4().simple().to_string();
+
+    // The secrets in play. The test Postgres trusts loopback, so passwords are carried but
+    // not checked: URLs with them work.
+    let clerk_key = format!("sk_test_{}", random());
+    let clerk =
+        FakeClerk::start(FakeClerkConfig { users: 300, secret_keys: vec![clerk_key.clone()], ..Default::default() })
+            .await
+            .unwrap();
+    let (control_pw, project_pw, bad_pw) =
+        (format!("ctlpw{}", random()), format!("prjpw{}", random()), format!("badpw{}", random()));
+    let control = new_control_db().await.replace("postgres@", &format!("postgres:{control_pw}@"));
+    let mut control_proxy = TcpProxy::start(pg_addr(&control)).await;
+    let keyring = test_keyring_spec("k1");
+    let master_key = keyring.split_once(':').unwrap().1.to_string();
+    let app = TestApp::spawn_with(TestOptions {
+        control_url: Some(control_proxy.url_through(&control)),
+        keyring: Some(keyring),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.ingest.apply_timeout = Duration::from_secs(2);
+            s.project_db.connect_timeout = Duration::from_secs(1);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let project_url = app.project_url.replace("postgres@", &format!("postgres:{project_pw}@"));
+    let (whsec_old, whsec) = (new_whsec(), new_whsec());
+    let (auth0, better) = (secret("auth0"), secret("better"));
+    let (wrong_token, wrong_key) = (format!("admin-{}", random()), format!("sk_test_{}", random()));
+    let (invalid_whsec, short_secret) = (format!("whsec_{}!!", random()), random()[..15].to_string());
+    let basic = format!("Basic {}", b64(&format!("ops:{auth0}")));
+    let mut needles: Vec<(&str, String)> = vec![
+        ("the Clerk secret key", clerk_key.clone()),
+        ("a rejected Clerk secret key", wrong_key.clone()),
+        ("the replaced Clerk webhook secret", whsec_old["whsec_".len()..].to_string()),
+        ("the Clerk webhook secret", whsec["whsec_".len()..].to_string()),
+        ("the Auth0 secret", auth0.clone()),
+        ("the Auth0 secret as HTTP Basic", basic["Basic ".len()..].to_string()),
+        ("the Better Auth secret", better.clone()),
+        ("the control database password", control_pw.clone()),
+        ("the project database password", project_pw.clone()),
+        ("a password in a refused database URL", bad_pw.clone()),
+        ("the admin token", TEST_TOKEN.to_string()),
+        ("a wrong admin token", wrong_token.clone()),
+        ("the master key", master_key),
+        ("a webhook secret refused as invalid", invalid_whsec.clone()),
+        ("a webhook secret refused as too short", short_secret.clone()),
+    ];
+    let mut t = Transcript::default();
+
+    // 1. Everything works, with every secret in play: a backfill with the key, a secret
+    //    rotation, signed deliveries of every provider through a URL that carries a password.
+    let configured = app
+        .client
+        .configure_integration("leaky", Provider::Clerk)
+        .database_url(project_url.clone())
+        .secret_key(clerk_key.clone())
+        .webhook_signing_secret(whsec_old.clone())
+        .await;
+    assert_eq!(t.grpc(configured), Code::Ok);
+    let job = app.wait_backfill_done("leaky").await;
+    assert_eq!((job.state, job.users_written), (client::BackfillState::Succeeded as i32, 300), "{job:?}");
+    t.said.push(format!("{job:?}"));
+    let rotated =
+        app.client.configure_integration("leaky", Provider::Clerk).webhook_signing_secret(whsec.clone()).await;
+    assert_eq!(t.grpc(rotated), Code::Ok);
+    for (provider, s) in [(Provider::Auth0, &auth0), (Provider::BetterAuth, &better)] {
+        let configured = app
+            .client
+            .configure_integration("leaky", provider)
+            .database_url(project_url.clone())
+            .webhook_signing_secret(s.clone())
+            .await;
+        assert_eq!(t.grpc(configured), Code::Ok);
+    }
+    let clerk_url = app.webhook_url("clerk", "leaky");
+    let auth0_url = app.webhook_url("auth0", "leaky");
+    let better_url = app.webhook_url("better-auth", "leaky");
+    let user = |id: &str| clerk_event("user.created", json!({"id": id, "object": "user", "updated_at": 1}), 1);
+    let a0_body = |id: &str| {
+        json!({"event": "user.created", "user": {"user_id": id, "updated_at": "2024-01-01T00:00:00Z"}}).to_string()
+    };
+    let ba_body = |id: &str| json!({"event": "user.created", "user": {"id": id, "email": "a@example.com"}}).to_string();
+    for (url, req) in [
+        (&clerk_url, SignedRequest::clerk_now(&whsec, user("user_new")).unwrap()),
+        (&clerk_url, SignedRequest::clerk_now(&whsec_old, user("user_old")).unwrap()),
+        (&auth0_url, SignedRequest::auth0(&auth0, a0_body("auth0|bearer"))),
+        (&auth0_url, SignedRequest::auth0_basic("ops", &auth0, a0_body("auth0|basic"))),
+        (&better_url, SignedRequest::better_auth(&better, ba_body("ba_snippet"))),
+    ] {
+        assert_eq!(t.post(&app, url, &req).await, 200);
+    }
+    let landed = users_table(&app.project().await).await;
+    for id in ["user_new", "user_old", "auth0|bearer", "auth0|basic", "ba_snippet"] {
+        assert!(landed.contains_key(id), "{id} landed through the URL with a password");
+    }
+
+    // 2. Deliveries that fail in every way the listener knows.
+    let now = chrono::Utc::now().timestamp();
+    let mut tampered = SignedRequest::clerk_now(&whsec, user("user_t")).unwrap();
+    tampered.body[10] ^= 1;
+    let plugin_body =
+        json!({"id": random(), "type": "user.created", "timestamp": "2024-01-01T00:00:00Z", "data": {"id": "ba_x"}});
+    for (url, req, want) in [
+        (&clerk_url, SignedRequest::clerk_now(&new_whsec(), user("user_x")).unwrap(), 401),
+        (&clerk_url, SignedRequest::clerk(&whsec, "msg_late", now - 3600, user("user_x")).unwrap(), 401),
+        (&clerk_url, tampered, 401),
+        (&clerk_url, SignedRequest::clerk_now(&whsec, "{not json").unwrap(), 400),
+        (&clerk_url, SignedRequest::clerk_now(&whsec, r#"{"object":"event","data":{}}"#).unwrap(), 400),
+        (&app.webhook_url("clerk", "nobody"), SignedRequest::clerk_now(&whsec, user("user_x")).unwrap(), 404),
+        (&app.webhook_url("okta", "leaky"), SignedRequest::auth0(&auth0, a0_body("x")), 404),
+        (&auth0_url, SignedRequest::auth0(&wrong_token, a0_body("auth0|x")), 401),
+        (&auth0_url, SignedRequest::auth0_basic("ops", &short_secret, a0_body("auth0|x")), 401),
+        (&auth0_url, SignedRequest::auth0(&auth0, "[{"), 400),
+        (&auth0_url, SignedRequest::auth0_bare(&auth0, r#"{"hello": 1}"#), 400),
+        (&better_url, SignedRequest::better_auth(&auth0, ba_body("ba_x")), 401),
+        (&better_url, SignedRequest::better_auth_plugin(&better, "id", now - 3600, plugin_body.to_string()), 401),
+        (&better_url, SignedRequest::better_auth(&better, r#"{"event": 7}"#), 400),
+        (&auth0_url, SignedRequest::auth0(&auth0, vec![b' '; 1_100_000]), 413),
+    ] {
+        assert_eq!(t.post(&app, url, &req).await, want, "{url}");
+    }
+    assert_eq!(t.http(app.http.get(&clerk_url)).await.0, 405);
+
+    // 3. A project database that goes away (its URL carries a password): parked, then the
+    //    drain keeps failing against it; Configure with it is UNAVAILABLE.
+    let mut project_proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
+    let down_url = project_proxy.url_through(&project_url);
+    let configured = app
+        .client
+        .configure_integration("downprj", Provider::Clerk)
+        .database_url(down_url.clone())
+        .webhook_signing_secret(whsec.clone())
+        .await;
+    assert_eq!(t.grpc(configured), Code::Ok);
+    let down_clerk = app.webhook_url("clerk", "downprj");
+    assert_eq!(t.post(&app, &down_clerk, &SignedRequest::clerk_now(&whsec, user("user_d1")).unwrap()).await, 200);
+    project_proxy.cut().await;
+    assert_eq!(t.post(&app, &down_clerk, &SignedRequest::clerk_now(&whsec, user("user_d2")).unwrap()).await, 202);
+    let again = app.client.configure_integration("downprj", Provider::Clerk).database_url(down_url.clone()).await;
+    assert_eq!(t.grpc(again), Code::Unavailable);
+    let status = eventually("the outage shows in the status", || async {
+        let s = app.client.get_sync_status("downprj", Provider::Clerk).await.unwrap();
+        (!s.database_error.is_empty()).then_some(s)
+    })
+    .await;
+    t.said.push(format!("{status:?}"));
+
+    // 4. The control database goes away too (its URL carries a password): 503s, UNAVAILABLE.
+    control_proxy.cut().await;
+    assert_eq!(t.post(&app, &down_clerk, &SignedRequest::clerk_now(&whsec, user("user_d3")).unwrap()).await, 503);
+    assert_eq!(t.http(app.http.get(format!("http://{}/readyz", app.http_addr))).await.0, 503);
+    assert_eq!(
+        t.grpc(app.client_with_token(Some(TEST_TOKEN)).get_sync_status("leaky", Provider::Clerk).await),
+        Code::Unavailable
+    );
+    let configured = app
+        .client_with_token(Some(TEST_TOKEN))
+        .configure_integration("ctl_down", Provider::Auth0)
+        .database_url(project_url.clone())
+        .webhook_signing_secret(auth0.clone())
+        .await;
+    assert_eq!(t.grpc(configured), Code::Unavailable);
+    control_proxy.restore().await;
+    project_proxy.restore().await;
+    let db = app.project().await;
+    eventually("the parked delivery is applied", || async {
+        users_table(&db).await.contains_key("user_d2").then_some(())
+    })
+    .await;
+
+    // 5. The control API refused in every way.
+    assert_eq!(t.grpc(app.client_with_token(Some(&wrong_token)).list_integrations(None).await), Code::Unauthenticated);
+    assert_eq!(t.grpc(app.client_with_token(None).list_integrations(None).await), Code::Unauthenticated);
+    let rejected = app
+        .client
+        .configure_integration("badkey", Provider::Clerk)
+        .database_url(project_url.clone())
+        .secret_key(wrong_key.clone())
+        .await;
+    assert_eq!(t.grpc(rejected), Code::InvalidArgument);
+    assert!(clerk.stats().unauthorized >= 1, "the wrong key reached Clerk");
+    for (provider, s) in [(Provider::Clerk, &invalid_whsec), (Provider::Auth0, &short_secret)] {
+        let refused = app
+            .client
+            .configure_integration("badsecret", provider)
+            .database_url(project_url.clone())
+            .webhook_signing_secret(s.clone())
+            .await;
+        assert_eq!(t.grpc(refused), Code::InvalidArgument);
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = pg_addr(&app.project_url);
+    let db_name = app.project_url.rsplit('/').next().unwrap().to_string();
+    for (url, want) in [
+        (format!("postgres://postgres:{bad_pw}@127.0.0.1:{closed}/x"), Code::Unavailable),
+        (format!("postgres://nosuchrole:{bad_pw}@{addr}/{db_name}?sslmode=disable"), Code::Unavailable),
+        (format!("postgres://postgres:{bad_pw}@{addr}/nosuchdb_{}", &random()[..8]), Code::Unavailable),
+        (format!("postgres://postgres:{bad_pw}@{addr}/{db_name}?sslmode=verify-full"), Code::Unavailable),
+        (format!("postgres://postgres:{bad_pw}@127.0.0.1:notaport/x"), Code::InvalidArgument),
+        (format!("postgres://postgres:{bad_pw}@[::1/x"), Code::InvalidArgument),
+        (format!("postgres://postgres:{bad_pw}@169.254.169.254:5432/x"), Code::InvalidArgument),
+        (format!("postgres://postgres:{bad_pw}@%2Fvar%2Frun%2Fpostgresql/x"), Code::InvalidArgument),
+        (format!("postgres://postgres:{bad_pw}@{addr}/{db_name}?sslmode=sometimes"), Code::InvalidArgument),
+        (format!("postgres://postgres:{bad_pw}@{addr}/{db_name}?sslcert=/etc/passwd"), Code::InvalidArgument),
+        (format!("mysql://root:{bad_pw}@{addr}/x"), Code::InvalidArgument),
+    ] {
+        let refused = app
+            .client
+            .configure_integration("badurl", Provider::Auth0)
+            .database_url(url)
+            .webhook_signing_secret(auth0.clone())
+            .await;
+        let code = t.grpc(refused);
+        assert_eq!(code, want, "{}", t.said[t.said.len() - 4]);
+    }
+    assert_eq!(t.grpc(app.client.run_backfill("leaky", Provider::Auth0).await), Code::FailedPrecondition);
+    assert_eq!(t.grpc(app.client.get_sync_status("nobody", Provider::Clerk).await), Code::NotFound);
+    assert_eq!(t.grpc(app.client.delete_integration("nobody", Provider::Clerk).await), Code::NotFound);
+
+    // 6. A backfill whose key Clerk rejects mid-way.
+    clerk.inject_fault(fake_clerk::Fault::Status(401));
+    assert_eq!(t.grpc(app.client.run_backfill("leaky", Provider::Clerk).await), Code::Ok);
+    let job = app.wait_backfill_done("leaky").await;
+    assert!(job.error.contains("Clerk rejected the secret key"), "{}", job.error);
+    t.said.push(format!("{job:?}"));
+    for provider in [Provider::Clerk, Provider::Auth0, Provider::BetterAuth] {
+        t.grpc(app.client.get_sync_status("leaky", provider).await);
+    }
+    t.grpc(app.client.get_sync_status("downprj", Provider::Clerk).await);
+    t.grpc(app.client.list_integrations(None).await);
+    t.said.push(app.metrics().await);
+
+    // The run was failure-heavy indeed, and the logs saw it.
+    for status in [200, 202, 400, 401, 404, 405, 413, 503] {
+        assert!(t.http_statuses.contains(&status), "no HTTP {status} in the run");
+    }
+    for code in ["Unauthenticated", "InvalidArgument", "Unavailable", "NotFound", "FailedPrecondition"] {
+        assert!(t.grpc_codes.contains(code), "no {code} in the run");
+    }
+    app.shutdown().await.unwrap();
+    let logs = captured_logs();
+    assert!(logs.contains("downprj") && logs.contains("WARN"), "the logs hold the run's failures");
+
+    needles.sort();
+    let said = t.said.join("\n");
+    for (what, needle) in &needles {
+        assert!(!said.contains(needle.as_str()), "{what} appears in an answer");
+        assert!(!logs.contains(needle.as_str()), "{what} appears in the logs");
+    }
+}
