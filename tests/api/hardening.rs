@@ -670,4 +670,9 @@ async fn a_failure_heavy_run_never_shows_a_secret_in_any_answer_or_log_line() {
         assert!(!said.contains(needle.as_str()), "{what} appears in an answer");
         assert!(!logs.contains(needle.as_str()), "{what} appears in the logs");
     }
+    // Nor does any answer carry a database's or the operating system's own error text (the
+    // role and database named in the refused URLs, tokio-postgres' and Postgres' wording).
+    for text in ["nosuchrole", "nosuchdb_", "db error", "FATAL", "SQLSTATE", "error connecting to server", "os error"] {
+        assert!(!said.contains(text), "an answer carries internal error text: {text}");
+    }
 }
