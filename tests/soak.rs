@@ -224,6 +224,7 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
     let bases = Arc::new(bases);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(4000));
     let deliveries = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let unanswered = Arc::new(Mutex::new(Vec::new()));
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
     let deadline = started + Duration::from_secs(secs * 2 + 30);
     let mut tasks = Vec::with_capacity(total);
@@ -241,7 +242,8 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
         let body = helpers::clerk_event("user.updated", at_version(&bases[user], version), 1).into_bytes();
         let msg_id = format!("msg_soak_{i}");
         let permit = in_flight.clone().acquire_owned().await.unwrap();
-        let (http, url, whsec, deliveries) = (http.clone(), url.clone(), whsec.clone(), deliveries.clone());
+        let (http, url, whsec) = (http.clone(), url.clone(), whsec.clone());
+        let (deliveries, unanswered) = (deliveries.clone(), unanswered.clone());
         tasks.push(tokio::spawn(async move {
             let secret = if forged { new_whsec() } else { whsec };
             let mut attempts = Vec::new();
@@ -252,7 +254,16 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
                 let sent_at = started.elapsed();
                 let status = match http.post(&url).headers(req.header_map()).body(req.body).send().await {
                     Ok(resp) => resp.status().as_u16(),
-                    Err(_) => 0,
+                    Err(e) => {
+                        let mut why = e.to_string();
+                        let mut source = std::error::Error::source(&e);
+                        while let Some(s) = source {
+                            why = format!("{why}: {s}");
+                            source = s.source();
+                        }
+                        unanswered.lock().unwrap().push((sent_at, why));
+                        0
+                    }
                 };
                 attempts.push((sent_at, status));
                 let done = (200..300).contains(&status) || forged || first.elapsed() > Duration::from_secs(20);
@@ -343,6 +354,10 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
         rss_end.0,
         rss_end.1,
     );
+
+    for (at, why) in unanswered.lock().unwrap().iter() {
+        println!("no answer at {:.3} s: {why}", at.as_secs_f64());
+    }
 
     // The promises.
     assert_eq!(acknowledged, total - forged, "every signed delivery was acknowledged (retries included)");

@@ -676,3 +676,56 @@ async fn a_failure_heavy_run_never_shows_a_secret_in_any_answer_or_log_line() {
         assert!(!said.contains(text), "an answer carries internal error text: {text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Keep-alive: what the soak's one unanswered request pointed at.
+
+/// Reads one HTTP/1.1 response head and its `content-length` body; `None` if the server
+/// closed the connection instead.
+async fn read_response(stream: &mut TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + length {
+                return Some(text);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("no answer within 10 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_paused_longer_than_the_header_deadline_is_reused_not_cut() {
+    let app = TestApp::spawn_with(TestOptions {
+        tweak: Box::new(|s| {
+            s.http_limits.header_timeout = Duration::from_millis(500);
+            s.http_limits.idle_timeout = Duration::from_secs(4);
+        }),
+        ..Default::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.http_addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.unwrap().starts_with("HTTP/1.1 200"));
+    // A sender's connection pool keeps the connection for its next delivery; the pause is
+    // what is tested: four header deadlines, well inside the idle timeout.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stream.write_all(request).await.unwrap();
+    let second = read_response(&mut stream).await;
+    assert!(
+        second.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "the server closed an idle keep-alive connection at the header deadline, not the idle timeout"
+    );
+}
