@@ -6,8 +6,11 @@
 //!   and a file descriptor; the permit returns when a connection closes.
 //! - **A deadline for the first request**: a connection that has not completed the headers of
 //!   a request within `header_timeout` of connecting is closed — whether it sends nothing, half
-//!   an HTTP/2 preface, or one byte a second. (hyper's own HTTP/1 header-read timeout also
-//!   bounds the headers of every later request.)
+//!   an HTTP/2 preface, or one byte a second. Later requests on a kept-alive connection are
+//!   bounded by the idle timeout: hyper's HTTP/1 header-read timer starts as soon as a
+//!   response is sent, not at the next request's first byte, so it is set to the idle timeout
+//!   (set to `header_timeout`, it would close every idle keep-alive connection after a few
+//!   seconds, and a sender reusing one at that moment would see its delivery cut off).
 //! - **An idle timeout**, for HTTP/1 keep-alive and HTTP/2 alike: a connection with no request
 //!   in flight for `idle_timeout` since its last one finished is closed, however many pings or
 //!   stray bytes it sends. A request in flight is never cut by it (its own deadline is the
@@ -107,7 +110,7 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout.max(limits.header_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -2,6 +2,7 @@
 mod helpers;
 
 mod backfill;
+mod hardening;
 mod ingest;
 mod lifecycle;
 mod listener;
