@@ -70,6 +70,9 @@ impl Server {
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/capydb-auth-sync");
         assert!(bin.exists(), "build the server first: cargo build --release --bins");
         let keys = capydb_auth_sync::crypto::Keyring::generate_spec("bench");
+        // The server's log (level: BENCH_SERVER_LOG, default warn), appended per run.
+        let log_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-backfill-server.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("server log file");
         let child = Command::new(bin)
             .env("CAPYDB_AUTH_SYNC_DATABASE_URL", control_url)
             .env("CAPYDB_AUTH_SYNC_MASTER_KEYS", keys.expose_secret())
@@ -81,9 +84,9 @@ impl Server {
             .env("CAPYDB_AUTH_SYNC_METRICS_ADDR", "")
             .env("CAPYDB_AUTH_SYNC_CLERK_API_URL", clerk_url)
             .env("CAPYDB_AUTH_SYNC_CLERK_RATE_LIMIT_TEST", rate_limit_test.to_string())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start the server");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::limiter::AdaptiveLimiter;
+use super::page::RawPage;
 use super::retry::{with_retries, Retry, RetryPolicy};
 use crate::config::ClerkSettings;
 
@@ -111,66 +112,85 @@ impl std::fmt::Display for Failure {
 /// 429s tolerated in a row before a call gives up.
 const MAX_THROTTLED: u32 = 100;
 
-impl ClerkApi {
-    /// `GET /v1/users` with the given query; the page as the bytes Clerk sent (a JSON array).
-    pub async fn list_users_raw(&self, query: &[(&str, String)]) -> Result<Bytes, ClerkApiError> {
-        match self.get("/v1/users", query, self.settings.max_attempts).await? {
-            (200..=299, body) => Ok(body),
-            (status, body) => Err(api_error(status, &body)),
-        }
-    }
+/// What a 2xx body turned out to be, for the retry policy.
+enum Body<T> {
+    /// Read.
+    Ok(T),
+    /// Not JSON (truncated on the way): a transport failure, fetched again.
+    Truncated,
+    /// JSON, but not what the endpoint returns: Clerk's answer, not retried.
+    Unexpected(&'static str),
+}
 
-    /// `GET /v1/users` with the given query; the page as raw user objects.
-    pub async fn list_users(&self, query: &[(&str, String)]) -> Result<Vec<Value>, ClerkApiError> {
-        let body = self.list_users_raw(query).await?;
-        match serde_json::from_slice(&body) {
-            Ok(Value::Array(users)) => Ok(users),
-            _ => Err(unexpected("GET /v1/users did not return a JSON array")),
+/// An answer: the body read, or Clerk's 404.
+enum Answer<T> {
+    Found(T),
+    NotFound(Bytes),
+}
+
+impl ClerkApi {
+    /// `GET /v1/users` with the given query: the page as the bytes Clerk sent, split into
+    /// its users' objects (a bare JSON array; see `backfill::page`).
+    pub async fn list_users_page(&self, query: &[(&str, String)]) -> Result<RawPage, ClerkApiError> {
+        let read = |body: &Bytes| match RawPage::split(body) {
+            Some(page) => Body::Ok(page),
+            None => not_json_or("GET /v1/users did not return a JSON array", body),
+        };
+        match self.get("/v1/users", query, self.settings.max_attempts, read).await? {
+            Answer::Found(page) => Ok(page),
+            Answer::NotFound(body) => Err(api_error(404, &body)),
         }
     }
 
     /// `GET /v1/users/{id}`: the user, or `None` when Clerk answers 404 (the user is gone).
     pub async fn get_user(&self, id: &str) -> Result<Option<Value>, ClerkApiError> {
         let path = format!("/v1/users/{}", urlencode_path(id));
-        match self.get(&path, &[], self.settings.max_attempts).await? {
-            (404, _) => Ok(None),
-            (200..=299, body) => match serde_json::from_slice(&body) {
-                Ok(v @ Value::Object(_)) => Ok(Some(v)),
-                _ => Err(unexpected("GET /v1/users/{id} did not return a user object")),
-            },
-            (status, body) => Err(api_error(status, &body)),
+        let read = |body: &Bytes| match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => Body::Ok(v),
+            Ok(_) => Body::Unexpected("GET /v1/users/{id} did not return a user object"),
+            Err(_) => Body::Truncated,
+        };
+        match self.get(&path, &[], self.settings.max_attempts, read).await? {
+            Answer::Found(user) => Ok(Some(user)),
+            Answer::NotFound(_) => Ok(None),
         }
     }
 
     /// `GET /v1/users/count`.
     pub async fn count_users(&self) -> Result<i64, ClerkApiError> {
-        let body = match self.get("/v1/users/count", &[], self.settings.max_attempts).await? {
-            (200..=299, body) => body,
-            (status, body) => return Err(api_error(status, &body)),
+        let read = |body: &Bytes| match serde_json::from_slice::<Value>(body) {
+            Ok(v) => match v.get("total_count").and_then(Value::as_i64) {
+                Some(n) => Body::Ok(n),
+                None => Body::Unexpected("GET /v1/users/count has no total_count"),
+            },
+            Err(_) => Body::Truncated,
         };
-        serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("total_count").and_then(Value::as_i64))
-            .ok_or_else(|| unexpected("GET /v1/users/count has no total_count"))
+        match self.get("/v1/users/count", &[], self.settings.max_attempts, read).await? {
+            Answer::Found(n) => Ok(n),
+            Answer::NotFound(body) => Err(api_error(404, &body)),
+        }
     }
 
     /// Checks the key with the cheapest call there is.
     /// Someone is waiting on this one (ConfigureIntegration), so it tries only twice.
     pub async fn verify_key(&self) -> Result<(), ClerkApiError> {
-        match self.get("/v1/users", &[("limit", "1".to_string())], 2).await? {
-            (200..=299, _) => Ok(()),
-            (status, body) => Err(api_error(status, &body)),
+        let read = |body: &Bytes| not_json_or_ok(body);
+        match self.get("/v1/users", &[("limit", "1".to_string())], 2, read).await? {
+            Answer::Found(()) => Ok(()),
+            Answer::NotFound(body) => Err(api_error(404, &body)),
         }
     }
 
-    /// A GET under the limiter and the retry policy. Answers 2xx and 404 (the caller decides
-    /// what a 404 means); everything else is retried or becomes an error.
-    async fn get(
+    /// A GET under the limiter and the retry policy. A 2xx body is handed to `read`; a 404
+    /// is returned (the caller decides what it means); everything else is retried or becomes
+    /// an error.
+    async fn get<T>(
         &self,
         path: &str,
         query: &[(&str, String)],
         max_attempts: u32,
-    ) -> Result<(u16, Bytes), ClerkApiError> {
+        read: impl Fn(&Bytes) -> Body<T>,
+    ) -> Result<Answer<T>, ClerkApiError> {
         let url = format!("{}{}", self.settings.api_url, path);
         let policy = RetryPolicy {
             base: self.settings.retry_base,
@@ -180,7 +200,7 @@ impl ClerkApi {
         let result = with_retries(
             &policy,
             path,
-            || self.try_once(&url, query),
+            || self.try_once(&url, query, &read),
             |f| match f {
                 Failure::Transient(_) => Retry::Backoff,
                 Failure::Throttled(wait) => Retry::After(*wait),
@@ -198,8 +218,14 @@ impl ClerkApi {
         })
     }
 
-    async fn try_once(&self, url: &str, query: &[(&str, String)]) -> Result<(u16, Bytes), Failure> {
-        self.limiter.acquire().await;
+    async fn try_once<T>(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+        read: &impl Fn(&Bytes) -> Body<T>,
+    ) -> Result<Answer<T>, Failure> {
+        // Held until the whole answer is in: the limiter dates the request from then.
+        let permit = self.limiter.acquire().await;
         let resp = self
             .http
             .get(url)
@@ -220,20 +246,37 @@ impl ClerkApi {
             self.limiter.on_exhausted(reset);
         }
         let body = resp.bytes().await.map_err(|e| Failure::Transient(describe_transport(&e)))?;
+        drop(permit);
         match status {
             200..=299 => {
                 self.limiter.on_success();
-                // A truncated body is a transport failure, not an answer.
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-                    return Err(Failure::Transient("truncated or invalid JSON body".into()));
+                match read(&body) {
+                    Body::Ok(value) => Ok(Answer::Found(value)),
+                    // A truncated body is a transport failure, not an answer.
+                    Body::Truncated => Err(Failure::Transient("truncated or invalid JSON body".into())),
+                    Body::Unexpected(message) => Err(Failure::Fatal(unexpected(message))),
                 }
-                Ok((status, body))
             }
-            404 => Ok((status, body)),
+            404 => Ok(Answer::NotFound(body)),
             401 | 403 => Err(Failure::Fatal(ClerkApiError::KeyRejected { status, message: clerk_message(&body).1 })),
             500..=599 => Err(Failure::Transient(format!("HTTP {status}: {}", clerk_message(&body).1))),
             _ => Err(Failure::Fatal(api_error(status, &body))),
         }
+    }
+}
+
+/// A body that is not what was expected: truncated (not JSON) or Clerk's unexpected answer.
+fn not_json_or<T>(message: &'static str, body: &[u8]) -> Body<T> {
+    match not_json_or_ok(body) {
+        Body::Ok(()) => Body::Unexpected(message),
+        _ => Body::Truncated,
+    }
+}
+
+fn not_json_or_ok(body: &[u8]) -> Body<()> {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Ok(_) => Body::Ok(()),
+        Err(_) => Body::Truncated,
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! - `clerk_api`: HTTP client, sorting failures for the retry policy;
 //! - `limiter`: the per-key rate limit at Clerk's documented rate, backing off on 429s;
+//! - `page`: reading a listed page with as little work as the columns need;
 //! - `retry`: the one retry policy (Clerk calls and page writes);
 //! - `cursor`: the paging strategy (and why it is complete under churn);
 //! - `runner`: one job from claim to finish, fetch and write pipelined, fenced by the lease;
@@ -14,6 +15,7 @@
 pub mod clerk_api;
 pub mod cursor;
 pub mod limiter;
+pub mod page;
 pub mod retry;
 mod runner;
 

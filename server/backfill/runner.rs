@@ -34,7 +34,6 @@
 //! page commits without it.
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -42,6 +41,7 @@ use tracing::Instrument;
 
 use super::clerk_api::{ClerkApi, ClerkApiError};
 use super::cursor::{BackfillCursor, Listed, PagePlan, ReconcileWindow};
+use super::page::{read_user, RawPage, ReadUser};
 use super::retry::{with_retries, Retry, RetryPolicy};
 use super::BackfillContext;
 use crate::crypto::CryptoError;
@@ -141,9 +141,12 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
 /// One fetched page, parsed, ready to write.
 struct FetchedPage {
     plan: PagePlan,
+    /// The page as Clerk sent it (`raw` is written from it).
+    page: RawPage,
     records: Vec<UserRecord>,
-    /// Per record: its JSON text as Clerk sent it, when it can be stored as is.
-    raw_json: Vec<Option<String>>,
+    /// Per record: the index of its text in `page` when it is stored as sent; `None` when
+    /// `record.raw` holds the (made storable) object instead.
+    raw_text: Vec<Option<usize>>,
     /// Users of the page listed again because of the cursor's overlap.
     overlap: i64,
     /// `user_… : why` for users that could not be parsed.
@@ -238,26 +241,25 @@ async fn run_pass(
     pass_started_at: DateTime<Utc>,
 ) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
-    // Pages in flight between the fetcher and the writer, in order: each is being (or has
-    // been) parsed on the blocking pool while the writer writes an earlier one.
-    let (tx, mut rx) = mpsc::channel::<tokio::task::JoinHandle<Result<FetchedPage, JobError>>>(1);
+    // Parsed pages between the fetcher and the writer, in order. With the one the writer is
+    // writing and the one the fetcher holds, the fetcher runs up to two pages ahead.
+    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
 
-    // The fetcher only scans a page for its cursor (ids and creation times) and asks for the
-    // next one, so requests leave at the limiter's pace whatever parsing and writing cost.
+    // The fetcher asks for a page, parses it on the blocking pool (a few milliseconds: see
+    // `page`) and asks for the next one while the writer writes the previous ones.
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
             let query = cursor.query(limit);
-            let body = tokio::select! {
-                r = api.list_users_raw(&query) => r?,
+            let page = tokio::select! {
+                r = api.list_users_page(&query) => r?,
                 _ = ctx.shutdown.draining() => return Ok::<(), JobError>(()),
             };
-            let (c, scanned) = (cursor.clone(), body.clone());
-            let plan = tokio::task::spawn_blocking(move || scan(&c, &scanned, limit))
+            let c = cursor.clone();
+            let parsed = tokio::task::spawn_blocking(move || prepare(&c, page, limit))
                 .await
-                .map_err(|e| JobError::Internal(format!("page scanner stopped: {e}")))??;
-            let next = plan.next.clone();
-            let parsed = tokio::task::spawn_blocking(move || prepare(plan, &body));
+                .map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))?;
+            let next = parsed.plan.next.clone();
             if tx.send(parsed).await.is_err() || next.done {
                 return Ok(());
             }
@@ -270,15 +272,27 @@ async fn run_pass(
     let mut skipped = 0;
     let pass_skipped = &mut skipped;
     let writer = async move {
-        while let Some(parsed) = rx.recv().await {
-            let page = parsed.await.map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))??;
+        let mut waited = std::time::Instant::now();
+        while let Some(page) = rx.recv().await {
+            let started = std::time::Instant::now();
             let confirmed = match &page.plan.reconcile {
                 Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
                 None => Confirmed::default(),
             };
+            let confirmed_at = std::time::Instant::now();
             let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
                 return Ok(Stop::LeaseLost);
             };
+            // Where a page's time goes: waiting for the fetcher, asking Clerk about
+            // reconciliation candidates, writing and committing.
+            tracing::debug!(
+                users = page.records.len(),
+                wait_ms = (started - waited).as_secs_f64() * 1e3,
+                confirm_ms = (confirmed_at - started).as_secs_f64() * 1e3,
+                write_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
+                "page written"
+            );
+            waited = std::time::Instant::now();
             *pass_skipped += progress.users_skipped;
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")
                 .increment(progress.users_fetched as u64);
@@ -303,63 +317,29 @@ async fn run_pass(
     Ok((stop, skipped))
 }
 
-/// One user as the cursor sees it; every other field is skipped unparsed.
-#[derive(serde::Deserialize)]
-struct ScannedUser {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    created_at: Option<Value>,
-}
-
-/// Plans the cursor from a page: only ids and creation times are read.
-fn scan(cursor: &BackfillCursor, body: &[u8], limit: u32) -> Result<PagePlan, JobError> {
-    let users: Vec<ScannedUser> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
-    let listed: Vec<Listed> = users
-        .into_iter()
-        .map(|u| Listed {
-            id: u.id.as_ref().and_then(Value::as_str).unwrap_or_default().to_string(),
-            created_ms: u.created_at.as_ref().and_then(Value::as_i64).unwrap_or(0),
-        })
-        .collect();
-    Ok(cursor.plan(&listed, limit))
-}
-
-fn not_an_array() -> JobError {
-    JobError::Clerk(ClerkApiError::Api {
-        status: 200,
-        code: "unexpected_body".into(),
-        message: "GET /v1/users did not return a JSON array".into(),
-    })
-}
-
-/// Parses a planned page: converts every user and makes it storable; users that cannot be
-/// parsed are named, not written. Each user's JSON text is kept as Clerk sent it (written to
-/// `raw` as is) unless it holds a `\u0000` escape, which only the parsed, made-storable value
-/// can carry to Postgres (SPEC §2 rule 3).
-fn prepare(plan: PagePlan, body: &[u8]) -> Result<FetchedPage, JobError> {
-    let users: Vec<&RawValue> = serde_json::from_slice(body).map_err(|_| not_an_array())?;
-    let listed = users.len() as i64;
+/// Parses a page (see `page`) and plans the cursor from it: converts every user and makes
+/// it storable; users that cannot be parsed are named, not written.
+fn prepare(cursor: &BackfillCursor, page: RawPage, limit: u32) -> FetchedPage {
+    let users: Vec<ReadUser> = page.users().map(read_user).collect();
+    let listed: Vec<Listed> = users.iter().map(|u| Listed { id: u.id.clone(), created_ms: u.created_ms }).collect();
+    let plan = cursor.plan(&listed, limit);
     let mut records = Vec::with_capacity(users.len());
-    let mut raw_json = Vec::with_capacity(users.len());
+    let mut raw_text = Vec::with_capacity(users.len());
     let mut skipped = Vec::new();
-    for text in users {
-        let user: Value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
-        match user_from_clerk(&user) {
-            Ok(mut r) => {
-                r.make_storable();
+    for (i, user) in users.into_iter().enumerate() {
+        match user.record {
+            Ok(r) => {
                 records.push(r);
-                raw_json.push((!text.get().contains("\\u0000")).then(|| text.get().to_owned()));
+                raw_text.push(user.raw_as_sent.then_some(i));
             }
             Err(e) => {
-                let id = user.get("id").and_then(Value::as_str).unwrap_or_default();
-                tracing::warn!(user_id = %id, error = %e, "skipping a user Clerk returned in an unexpected shape");
-                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(id)));
+                tracing::warn!(user_id = %user.id, error = %e, "skipping a user Clerk returned in an unexpected shape");
+                skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(&user.id)));
             }
         }
     }
-    let overlap = (listed - plan.fetched as i64).max(0);
-    Ok(FetchedPage { plan, records, raw_json, overlap, skipped })
+    let overlap = (listed.len() as i64 - plan.fetched as i64).max(0);
+    FetchedPage { plan, page, records, raw_text, overlap, skipped }
 }
 
 /// An id for the error list (ids come from Clerk; bounded and printable).
@@ -490,8 +470,8 @@ async fn write_page_once(
     let rows: Vec<PageRow<'_>> = page
         .records
         .iter()
-        .zip(&page.raw_json)
-        .map(|(record, raw)| PageRow { record, raw_json: raw.as_deref() })
+        .zip(&page.raw_text)
+        .map(|(record, raw)| PageRow { record, raw_json: raw.map(|i| page.page.user(i)) })
         .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
         .collect();
     let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
@@ -551,7 +531,7 @@ async fn upsert_poison_proof(
     for row in rows {
         let record = row.record;
         let sp = tx.savepoint("user").await?;
-        match UsersWriter::upsert_batch(&sp, std::slice::from_ref(record)).await {
+        match UsersWriter::upsert_batch(&sp, &[row.to_record()]).await {
             Ok(outcome) => {
                 sp.commit().await?;
                 total.written += outcome.written;

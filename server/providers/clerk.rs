@@ -107,6 +107,22 @@ pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, 
     })
 }
 
+/// The top-level fields of a Clerk user object that [`user_from_clerk`] reads (the typed
+/// columns); everything else only travels in `raw`. The backfill parses just these (keep the
+/// list in step with `record_from`; `backfill::page`'s tests compare both ways).
+pub const USER_COLUMN_FIELDS: [&str; 10] = [
+    "id",
+    "primary_email_address_id",
+    "email_addresses",
+    "first_name",
+    "last_name",
+    "username",
+    "image_url",
+    "created_at",
+    "updated_at",
+    "last_sign_in_at",
+];
+
 /// Maps one Clerk user object (a webhook `data`, or an element of `GET /v1/users`) to a
 /// [`UserRecord`] per the SPEC §2 Clerk column; `raw` is a copy of `user`.
 ///

@@ -231,8 +231,15 @@ CREATE TEMP TABLE capydb_auth_page (
 
 const PAGE_COPY: &str = "COPY capydb_auth_page FROM STDIN (FORMAT binary)";
 
-/// How many of a page's ids have a row already (0 = the page may be COPYed straight in).
-const PAGE_EXISTING: &str = "SELECT count(*) FROM capydb_auth.users WHERE id = ANY($1::text[])";
+/// Which of a page's ids have a row already (none or few: the rest is COPYed straight in).
+const PAGE_EXISTING: &str = "SELECT id FROM capydb_auth.users WHERE id = ANY($1::text[])";
+
+/// Pages with at most one in this many users already stored take the direct path: the new
+/// users are COPYed straight into the table and the stored ones merged by the webhook
+/// statement. A keyset page re-lists the previous page's last millisecond, so even a first
+/// backfill meets a few stored users on every page; a second backfill meets all of them and
+/// takes the staging path.
+const PAGE_DIRECT_MAX_STORED_SHARE: usize = 10;
 
 /// The fast path of a page none of whose users has a row: straight into the table.
 const PAGE_COPY_DIRECT: &str = "COPY capydb_auth.users \
@@ -283,6 +290,19 @@ const PAGE_TYPES: [Type; 10] = [
 pub struct PageRow<'a> {
     pub record: &'a UserRecord,
     pub raw_json: Option<&'a str>,
+}
+
+impl PageRow<'_> {
+    /// The row as a self-contained record: `raw` parsed from the kept text if there is one
+    /// (for the rare paths that take a page row by row).
+    pub fn to_record(&self) -> UserRecord {
+        let mut record = self.record.clone();
+        if let Some(text) = self.raw_json {
+            // The text was read as JSON when the page arrived, and holds no NUL escape.
+            record.raw = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+        }
+        record
+    }
 }
 
 /// JSON text bound as `jsonb`/`json` without parsing or re-serialising it.
@@ -573,21 +593,32 @@ impl UsersWriter {
         }
         let mut ids = HashSet::with_capacity(rows.len());
         if !rows.iter().all(|r| ids.insert(r.record.id.as_str())) {
-            let records: Vec<UserRecord> = rows.iter().map(|r| r.record.clone()).collect();
+            let records: Vec<UserRecord> = rows.iter().map(PageRow::to_record).collect();
             return Self::upsert_batch(tx, &records).await;
         }
-        // Fast path: no row of the page exists yet (a first backfill), so every user is an
-        // insert under the rules and the page is COPYed straight into the table. A writer that
-        // inserts one of these ids meanwhile makes the COPY fail on the primary key; the page
-        // then takes the merge path below, which decides row by row.
+        // Fast path: (almost) no row of the page exists yet (a first backfill), so the new
+        // users are inserts under the rules and are COPYed straight into the table, and the
+        // few stored ones (the previous page's last millisecond, listed again) take the
+        // webhook merge. A writer that inserts one of the new ids meanwhile makes the COPY
+        // fail on the primary key; the page then takes the staging path below, which decides
+        // row by row.
         let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
-        let existing: i64 = tx.query_one(PAGE_EXISTING, &[&ids]).await?.get(0);
-        if existing == 0 {
+        let stored: HashSet<String> = tx.query(PAGE_EXISTING, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+        if stored.len() * PAGE_DIRECT_MAX_STORED_SHARE <= rows.len() {
+            let (merge, copy): (Vec<PageRow<'_>>, Vec<PageRow<'_>>) =
+                rows.iter().partition(|r| stored.contains(r.record.id.as_str()));
             tx.batch_execute("SAVEPOINT capydb_page_direct").await?;
-            match Self::copy_rows(tx, PAGE_COPY_DIRECT, rows).await {
-                Ok(n) => {
+            match Self::copy_rows(tx, PAGE_COPY_DIRECT, &copy).await {
+                Ok(copied) => {
                     tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct").await?;
-                    return Ok(BatchOutcome { written: n, unchanged: rows.len() as u64 - n.min(rows.len() as u64) });
+                    let merged = if merge.is_empty() {
+                        BatchOutcome::default()
+                    } else {
+                        let records: Vec<UserRecord> = merge.iter().map(PageRow::to_record).collect();
+                        Self::upsert_batch(tx, &records).await?
+                    };
+                    let written = copied + merged.written;
+                    return Ok(BatchOutcome { written, unchanged: rows.len() as u64 - written.min(rows.len() as u64) });
                 }
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                     tx.batch_execute("ROLLBACK TO SAVEPOINT capydb_page_direct").await?;
