@@ -243,10 +243,13 @@ async fn run_pass(
     let limit = ctx.clerk.settings().page_size;
     // Parsed pages between the fetcher and the writer, in order. With the one the writer is
     // writing and the one the fetcher holds, the fetcher runs up to two pages ahead.
-    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
+    let (tx, mut rx) = mpsc::channel::<(FetchedPage, Confirmed)>(1);
 
     // The fetcher asks for a page, parses it on the blocking pool (a few milliseconds: see
-    // `page`) and asks for the next one while the writer writes the previous ones.
+    // `page`), asks Clerk about its window's reconciliation candidates, and asks for the next
+    // page, while the writer writes the previous ones. Looking for candidates before the
+    // previous pages committed misses nothing: their rows lie before this page's window or
+    // in its first millisecond, which this page lists again.
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
@@ -259,8 +262,12 @@ async fn run_pass(
             let parsed = tokio::task::spawn_blocking(move || prepare(&c, page, limit))
                 .await
                 .map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))?;
+            let confirmed = match &parsed.plan.reconcile {
+                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
+                None => Confirmed::default(),
+            };
             let next = parsed.plan.next.clone();
-            if tx.send(parsed).await.is_err() || next.done {
+            if tx.send((parsed, confirmed)).await.is_err() || next.done {
                 return Ok(());
             }
             cursor = next;
@@ -273,23 +280,16 @@ async fn run_pass(
     let pass_skipped = &mut skipped;
     let writer = async move {
         let mut waited = std::time::Instant::now();
-        while let Some(page) = rx.recv().await {
+        while let Some((page, confirmed)) = rx.recv().await {
             let started = std::time::Instant::now();
-            let confirmed = match &page.plan.reconcile {
-                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
-                None => Confirmed::default(),
-            };
-            let confirmed_at = std::time::Instant::now();
             let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
                 return Ok(Stop::LeaseLost);
             };
-            // Where a page's time goes: waiting for the fetcher, asking Clerk about
-            // reconciliation candidates, writing and committing.
+            // Where a page's time goes: waiting for the fetcher, then writing and committing.
             tracing::debug!(
                 users = page.records.len(),
                 wait_ms = (started - waited).as_secs_f64() * 1e3,
-                confirm_ms = (confirmed_at - started).as_secs_f64() * 1e3,
-                write_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
+                write_ms = started.elapsed().as_secs_f64() * 1e3,
                 "page written"
             );
             waited = std::time::Instant::now();
@@ -474,10 +474,13 @@ async fn write_page_once(
         .map(|(record, raw)| PageRow { record, raw_json: raw.map(|i| page.page.user(i)) })
         .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
         .collect();
+    let t0 = std::time::Instant::now();
     let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
+    tracing::debug!(upsert_ms = t0.elapsed().as_secs_f64() * 1e3, "TEMP page upserted");
     let (written, unchanged) = (outcome.written as i64, outcome.unchanged as i64);
     let gone: Vec<&str> = confirmed.gone.iter().map(String::as_str).collect();
-    let reconciled = UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64;
+    let reconciled =
+        if gone.is_empty() { 0 } else { UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64 };
     let kept = confirmed.kept.len() as i64;
     let progress = JobProgress {
         pages: 1,

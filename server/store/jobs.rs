@@ -274,10 +274,17 @@ impl ControlStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(StoreError::from)?;
         let errors = serde_json::json!(progress.errors);
-        let n = tx
-            .execute(CHECKPOINT, &checkpoint_params(&job_id, &owner, progress, checkpoint, &secs(ttl), &errors))
-            .await
-            .map_err(StoreError::from)?;
+        // The checkpoint's commit does not wait for the control database's disk: a checkpoint
+        // lost in a crash of that database only makes a resume write its page again
+        // (idempotent), and the fence is the row lock, which holds until the commit either
+        // way. Sent pipelined with the update (one round trip).
+        let ttl_secs = secs(ttl);
+        let params = checkpoint_params(&job_id, &owner, progress, checkpoint, &ttl_secs, &errors);
+        let (_, n) = tokio::try_join!(
+            tx.batch_execute("SET LOCAL synchronous_commit = off"),
+            tx.execute(CHECKPOINT, &params),
+        )
+        .map_err(StoreError::from)?;
         if n != 1 {
             return Ok(None);
         }
