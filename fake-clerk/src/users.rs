@@ -218,6 +218,8 @@ impl Users {
     /// One page, in the requested order: created_at window, then `starting_after`, then
     /// `offset`, then `limit`.
     pub(crate) fn page(&self, q: &PageQuery) -> Result<Vec<&Value>, UnknownCursor> {
+        let after = q.created_at_after;
+        let before = q.created_at_before;
         let cursor = match &q.starting_after {
             Some(id) => {
                 let created_at = *self.created_at_by_id.get(id).ok_or(UnknownCursor)?;
@@ -225,8 +227,13 @@ impl Users {
             }
             None => Bound::Unbounded,
         };
-        let after = q.created_at_after;
-        let before = q.created_at_before;
+        // Ascending with a `created_at_after` and no `starting_after`: start the range at the
+        // window (the smallest key created after it) instead of skipping up to it, so a page
+        // costs its own size, not the store's (the skip below is then a no-op).
+        let start = match (&cursor, after) {
+            (Bound::Unbounded, Some(a)) if !q.descending && a < i64::MAX => Bound::Included((a + 1, String::new())),
+            _ => cursor.clone(),
+        };
         let page: Vec<&Value> = if q.descending {
             self.by_key
                 .range((Bound::Unbounded, cursor))
@@ -240,7 +247,7 @@ impl Users {
                 .collect()
         } else {
             self.by_key
-                .range((cursor, Bound::Unbounded))
+                .range((start, Bound::Unbounded))
                 .skip_while(|((c, _), _)| after.is_some_and(|a| *c <= a))
                 .take_while(|((c, _), _)| before.is_none_or(|b| *c < b))
                 .filter(|((_, id), _)| self.listed(id))

@@ -76,12 +76,7 @@ impl AdaptiveLimiter {
             ceiling,
             floor: (ceiling / 20.0).max(1.0),
             window: window.max(Duration::from_millis(1)),
-            state: Mutex::new(State {
-                allowed: ceiling,
-                in_flight: 0,
-                finished: VecDeque::new(),
-                paused_until: None,
-            }),
+            state: Mutex::new(State { allowed: ceiling, in_flight: 0, finished: VecDeque::new(), paused_until: None }),
             finished: Notify::new(),
         }
     }
@@ -197,7 +192,11 @@ mod tests {
         for i in 0..20 {
             let permit = l.acquire().await;
             let sent = Instant::now();
-            assert!(sent >= answered[i] + window, "request {} left before request {i}'s answer was a window old", i + 20);
+            assert!(
+                sent >= answered[i] + window,
+                "request {} left before request {i}'s answer was a window old",
+                i + 20
+            );
             answered.push(Instant::now());
             drop(permit);
         }

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-use crate::providers::clerk::{user_from_clerk, USER_COLUMN_FIELDS};
+use crate::providers::clerk::{user_from_clerk, user_from_clerk_owned, USER_COLUMN_FIELDS};
 use crate::providers::ParseError;
 use crate::users::UserRecord;
 
@@ -121,7 +121,7 @@ fn cursor_fields(fields: &Map<String, Value>) -> (String, i64) {
 
 /// [`user_from_clerk`] on the column fields only; `raw` is left `Null` (the text is kept).
 fn user_from_clerk_fields(fields: Map<String, Value>) -> Result<UserRecord, ParseError> {
-    let mut record = user_from_clerk(&Value::Object(fields))?;
+    let mut record = user_from_clerk_owned(Value::Object(fields))?;
     record.raw = Value::Null;
     Ok(record)
 }
@@ -207,7 +207,8 @@ mod tests {
 
     #[test]
     fn a_page_is_split_into_its_users_texts() {
-        let body = Bytes::from(format!(" [ {} ,\n{{\"id\":\"user_\\u0041\"}} ] ", serde_json::to_string(&user()).unwrap()));
+        let body =
+            Bytes::from(format!(" [ {} ,\n{{\"id\":\"user_\\u0041\"}} ] ", serde_json::to_string(&user()).unwrap()));
         let page = RawPage::split(&body).unwrap();
         let texts: Vec<&str> = page.users().collect();
         assert_eq!(texts.len(), 2);

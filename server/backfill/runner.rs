@@ -474,9 +474,7 @@ async fn write_page_once(
         .map(|(record, raw)| PageRow { record, raw_json: raw.map(|i| page.page.user(i)) })
         .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
         .collect();
-    let t0 = std::time::Instant::now();
     let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
-    tracing::debug!(upsert_ms = t0.elapsed().as_secs_f64() * 1e3, "TEMP page upserted");
     let (written, unchanged) = (outcome.written as i64, outcome.unchanged as i64);
     let gone: Vec<&str> = confirmed.gone.iter().map(String::as_str).collect();
     let reconciled =

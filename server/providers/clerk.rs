@@ -132,6 +132,11 @@ pub fn user_from_clerk(user: &Value) -> Result<UserRecord, ParseError> {
     record_from(user.clone())
 }
 
+/// [`user_from_clerk`] on an owned object: it becomes `raw` without a copy.
+pub fn user_from_clerk_owned(user: Value) -> Result<UserRecord, ParseError> {
+    record_from(user)
+}
+
 /// [`user_from_clerk`] on an owned object, so a webhook's `data` becomes `raw` without a copy.
 fn record_from(user: Value) -> Result<UserRecord, ParseError> {
     let Value::Object(fields) = &user else {

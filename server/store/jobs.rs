@@ -280,11 +280,9 @@ impl ControlStore {
         // way. Sent pipelined with the update (one round trip).
         let ttl_secs = secs(ttl);
         let params = checkpoint_params(&job_id, &owner, progress, checkpoint, &ttl_secs, &errors);
-        let (_, n) = tokio::try_join!(
-            tx.batch_execute("SET LOCAL synchronous_commit = off"),
-            tx.execute(CHECKPOINT, &params),
-        )
-        .map_err(StoreError::from)?;
+        let (_, n) =
+            tokio::try_join!(tx.batch_execute("SET LOCAL synchronous_commit = off"), tx.execute(CHECKPOINT, &params),)
+                .map_err(StoreError::from)?;
         if n != 1 {
             return Ok(None);
         }

@@ -602,20 +602,28 @@ impl UsersWriter {
         // webhook merge. A writer that inserts one of the new ids meanwhile makes the COPY
         // fail on the primary key; the page then takes the staging path below, which decides
         // row by row.
+        // The probe and the savepoint travel together (pipelined: one round trip).
         let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
-        let stored: HashSet<String> = tx.query(PAGE_EXISTING, &[&ids]).await?.iter().map(|r| r.get(0)).collect();
+        let params: [&(dyn ToSql + Sync); 1] = [&ids];
+        let (stored, ()) =
+            tokio::try_join!(tx.query(PAGE_EXISTING, &params), tx.batch_execute("SAVEPOINT capydb_page_direct"))?;
+        let stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
         if stored.len() * PAGE_DIRECT_MAX_STORED_SHARE <= rows.len() {
             let (merge, copy): (Vec<PageRow<'_>>, Vec<PageRow<'_>>) =
                 rows.iter().partition(|r| stored.contains(r.record.id.as_str()));
-            tx.batch_execute("SAVEPOINT capydb_page_direct").await?;
             match Self::copy_rows(tx, PAGE_COPY_DIRECT, &copy).await {
                 Ok(copied) => {
-                    tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct").await?;
+                    let release = tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct");
                     let merged = if merge.is_empty() {
+                        release.await?;
                         BatchOutcome::default()
                     } else {
                         let records: Vec<UserRecord> = merge.iter().map(PageRow::to_record).collect();
-                        Self::upsert_batch(tx, &records).await?
+                        tokio::try_join!(
+                            async { release.await.map_err(ProjectDbError::from) },
+                            Self::upsert_batch(tx, &records)
+                        )?
+                        .1
                     };
                     let written = copied + merged.written;
                     return Ok(BatchOutcome { written, unchanged: rows.len() as u64 - written.min(rows.len() as u64) });
@@ -625,6 +633,8 @@ impl UsersWriter {
                 }
                 Err(e) => return Err(e.into()),
             }
+        } else {
+            tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct").await?;
         }
         tx.batch_execute(PAGE_STAGING).await?;
         Self::copy_rows(tx, PAGE_COPY, rows).await?;
