@@ -20,9 +20,10 @@
 //! way of taking a lease away (cancel, supersede, another replica's claim after expiry) is an
 //! UPDATE of that same row, so it waits until the page's commit has finished — the page
 //! either committed while the lease was held, or the lease was gone and the page was rolled
-//! back. The only window left is the control commit failing after the project commit: the
-//! page is then committed without its checkpoint and written again on resume, which the
-//! idempotent upsert makes harmless.
+//! back. The only window left is the control commit failing after the project commit (or,
+//! since the checkpoint commits without waiting for the control database's disk, being lost
+//! in a crash of that database): the page is then committed without its checkpoint and
+//! written again on resume, which the idempotent upsert makes harmless.
 //!
 //! # Confirmed reconciliation, poison-proof pages
 //!
@@ -243,13 +244,10 @@ async fn run_pass(
     let limit = ctx.clerk.settings().page_size;
     // Parsed pages between the fetcher and the writer, in order. With the one the writer is
     // writing and the one the fetcher holds, the fetcher runs up to two pages ahead.
-    let (tx, mut rx) = mpsc::channel::<(FetchedPage, Confirmed)>(1);
+    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
 
     // The fetcher asks for a page, parses it on the blocking pool (a few milliseconds: see
-    // `page`), asks Clerk about its window's reconciliation candidates, and asks for the next
-    // page, while the writer writes the previous ones. Looking for candidates before the
-    // previous pages committed misses nothing: their rows lie before this page's window or
-    // in its first millisecond, which this page lists again.
+    // `page`) and asks for the next one while the writer writes the previous ones.
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
@@ -262,12 +260,8 @@ async fn run_pass(
             let parsed = tokio::task::spawn_blocking(move || prepare(&c, page, limit))
                 .await
                 .map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))?;
-            let confirmed = match &parsed.plan.reconcile {
-                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
-                None => Confirmed::default(),
-            };
             let next = parsed.plan.next.clone();
-            if tx.send((parsed, confirmed)).await.is_err() || next.done {
+            if tx.send(parsed).await.is_err() || next.done {
                 return Ok(());
             }
             cursor = next;
@@ -280,16 +274,25 @@ async fn run_pass(
     let pass_skipped = &mut skipped;
     let writer = async move {
         let mut waited = std::time::Instant::now();
-        while let Some((page, confirmed)) = rx.recv().await {
+        while let Some(page) = rx.recv().await {
             let started = std::time::Instant::now();
+            // Candidates are looked for when the page is about to be written, so a user that
+            // reached the table while the page waited (a back-dated import) is asked about.
+            let confirmed = match &page.plan.reconcile {
+                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
+                None => Confirmed::default(),
+            };
+            let confirmed_at = std::time::Instant::now();
             let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
                 return Ok(Stop::LeaseLost);
             };
-            // Where a page's time goes: waiting for the fetcher, then writing and committing.
+            // Where a page's time goes: waiting for the fetcher, asking Clerk about
+            // reconciliation candidates, then writing and committing.
             tracing::debug!(
                 users = page.records.len(),
                 wait_ms = (started - waited).as_secs_f64() * 1e3,
-                write_ms = started.elapsed().as_secs_f64() * 1e3,
+                confirm_ms = (confirmed_at - started).as_secs_f64() * 1e3,
+                write_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
                 "page written"
             );
             waited = std::time::Instant::now();
