@@ -276,23 +276,16 @@ async fn run_pass(
         let mut waited = std::time::Instant::now();
         while let Some(page) = rx.recv().await {
             let started = std::time::Instant::now();
-            // Candidates are looked for when the page is about to be written, so a user that
-            // reached the table while the page waited (a back-dated import) is asked about.
-            let confirmed = match &page.plan.reconcile {
-                Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
-                None => Confirmed::default(),
-            };
-            let confirmed_at = std::time::Instant::now();
-            let Some(progress) = write_page(ctx, job, db, &page, &confirmed).await? else {
+            let reconcile = Reconcile { api, window: page.plan.reconcile.as_ref(), pass_started_at };
+            let Some(progress) = write_page(ctx, job, db, &page, &reconcile).await? else {
                 return Ok(Stop::LeaseLost);
             };
-            // Where a page's time goes: waiting for the fetcher, asking Clerk about
-            // reconciliation candidates, then writing and committing.
+            // Where a page's time goes: waiting for the fetcher, then writing (with its
+            // reconciliation) and committing.
             tracing::debug!(
                 users = page.records.len(),
                 wait_ms = (started - waited).as_secs_f64() * 1e3,
-                confirm_ms = (confirmed_at - started).as_secs_f64() * 1e3,
-                write_ms = confirmed_at.elapsed().as_secs_f64() * 1e3,
+                write_ms = started.elapsed().as_secs_f64() * 1e3,
                 "page written"
             );
             waited = std::time::Instant::now();
@@ -434,6 +427,22 @@ fn write_policy() -> RetryPolicy {
     RetryPolicy { base: Duration::from_millis(400), max_attempts: 5, max_throttled: 0 }
 }
 
+/// A page's reconciliation: its listed window, if any, and how to ask Clerk about it.
+struct Reconcile<'a> {
+    api: &'a ClerkApi,
+    window: Option<&'a ReconcileWindow>,
+    pass_started_at: DateTime<Utc>,
+}
+
+impl Reconcile<'_> {
+    async fn confirm(&self, db: &ProjectDb<'_>) -> Result<Confirmed, JobError> {
+        match self.window {
+            Some(window) => confirm_candidates(self.api, db, window, self.pass_started_at).await,
+            None => Ok(Confirmed::default()),
+        }
+    }
+}
+
 /// Writes one page and its reconciliation in one project-database transaction that commits
 /// only under the lease (see the module docs), retrying while the project database is
 /// unavailable. `None` = the lease is lost and nothing was committed.
@@ -442,12 +451,12 @@ async fn write_page(
     job: &JobRow,
     db: &ProjectDb<'_>,
     page: &FetchedPage,
-    confirmed: &Confirmed,
+    reconcile: &Reconcile<'_>,
 ) -> Result<Option<JobProgress>, JobError> {
     with_retries(
         &write_policy(),
         "backfill page write",
-        || write_page_once(ctx, job, db, page, confirmed),
+        || write_page_once(ctx, job, db, page, reconcile),
         |e| {
             if matches!(e, JobError::Project(ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_))) {
                 Retry::Backoff
@@ -465,20 +474,28 @@ async fn write_page_once(
     job: &JobRow,
     db: &ProjectDb<'_>,
     page: &FetchedPage,
-    confirmed: &Confirmed,
+    reconcile: &Reconcile<'_>,
 ) -> Result<Option<JobProgress>, JobError> {
     let mut client = db.pool()?.get().await.map_err(ProjectDbError::from)?;
     let mut tx = client.transaction().await.map_err(ProjectDbError::from)?;
-    let mut skipped: Vec<String> = page.skipped.iter().chain(&confirmed.skipped).cloned().collect();
+    let mut skipped: Vec<String> = page.skipped.clone();
     let rows: Vec<PageRow<'_>> = page
         .records
         .iter()
         .zip(&page.raw_text)
         .map(|(record, raw)| PageRow { record, raw_json: raw.map(|i| page.page.user(i)) })
-        .chain(confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }))
         .collect();
-    let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
-    let (written, unchanged) = (outcome.written as i64, outcome.unchanged as i64);
+    // The window's candidates are looked for (on another connection) and asked of Clerk while
+    // the page is written: at write time, so a user that reached the table while the page
+    // waited (a back-dated import) is asked about; candidates are never in the page (they are
+    // the rows its listing lacks), so the two cannot meet.
+    let (outcome, confirmed) = tokio::join!(upsert_poison_proof(&mut tx, &rows, &mut skipped), reconcile.confirm(db));
+    let (outcome, confirmed) = (outcome?, confirmed?);
+    skipped.extend(confirmed.skipped.iter().cloned());
+    let kept_rows: Vec<PageRow<'_>> = confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }).collect();
+    let kept_outcome = upsert_poison_proof(&mut tx, &kept_rows, &mut skipped).await?;
+    let written = (outcome.written + kept_outcome.written) as i64;
+    let unchanged = (outcome.unchanged + kept_outcome.unchanged) as i64;
     let gone: Vec<&str> = confirmed.gone.iter().map(String::as_str).collect();
     let reconciled =
         if gone.is_empty() { 0 } else { UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64 };

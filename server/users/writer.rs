@@ -222,8 +222,12 @@ WHERE id = ANY($1::text[]) AND deleted_at IS NULL";
 
 /// A backfill page's staging table: binary COPY lands here, one set-based merge moves it
 /// into `capydb_auth.users`. Temporary, so it costs no WAL and lives in no schema of the
-/// customer's; dropped when the page's transaction commits.
+/// customer's; dropped when the page's transaction commits (or by the next page write of the
+/// same transaction: a page's reconciliation upserts the candidates Clerk kept after it; the
+/// notice of a DROP that finds nothing is not sent).
 const PAGE_STAGING: &str = "
+SET LOCAL client_min_messages = warning;
+DROP TABLE IF EXISTS pg_temp.capydb_auth_page;
 CREATE TEMP TABLE capydb_auth_page (
   id text, email text, first_name text, last_name text, username text, image_url text,
   created_at timestamptz, updated_at timestamptz, last_sign_in_at timestamptz, raw jsonb
