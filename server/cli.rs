@@ -7,12 +7,20 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, Listeners};
 use crate::config::{self, Cli, Command, Settings};
 use crate::crypto::Keyring;
+use crate::logging::LogFormat;
 use crate::store::ControlStore;
 
 /// Entry point of the binary; returns the process exit code.
 pub async fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(&cli.opts.log_format);
+    let format = LogFormat::resolve(cli.opts.log_format, cli.opts.dev);
+    let logs = match crate::logging::init(format, cli.opts.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let result = match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::Serve => serve(&cli).await,
         Command::RotateKeys => rotate_keys(&cli).await,
@@ -21,26 +29,13 @@ pub async fn main() -> i32 {
             Ok(())
         }
     };
+    logs.shutdown().await;
     match result {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("error: {message}");
             1
         }
-    }
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,tower=warn,hyper=warn,h2=warn,tokio_postgres=warn")
-    });
-    // Colours only for a person at a terminal: a log file or collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
