@@ -113,26 +113,37 @@ async fn rotate_keys(cli: &Cli) -> Result<(), String> {
 
 fn print_dev_banner(o: &config::ServeOptions, dev: &crate::dev::DevSetup) {
     let token = dev.defaults.admin_token.expose_secret();
-    let g = o.grpc_addr;
-    let project_db = if dev.example_project_url.is_empty() {
-        "postgres://…/yourdb".to_string()
+    let dir = o.dev_dir.display();
+    let postgres = match &dev.postgres {
+        Some(pg) => format!(
+            "{base}   (in {dir}/{file})\n\x20           walkthrough databases: {dbs}",
+            base = pg.base_url,
+            file = crate::dev::POSTGRES_URL_FILE,
+            dbs = crate::dev::EXAMPLE_PROJECT_DBS.join(", "),
+        ),
+        None => "the control database from --database-url".to_string(),
+    };
+    // The CLI's default endpoint is the default gRPC address; any other must be named.
+    let endpoint = if o.grpc_addr.to_string() == "127.0.0.1:50051" {
+        String::new()
     } else {
-        dev.example_project_url.clone()
+        format!("\x20 export CAPYDB_AUTH_SYNC_ENDPOINT=http://{}\n", o.grpc_addr)
     };
     // The dev token is printed on purpose: it exists only on this machine, for this folder.
     println!(
         "\ncapydb-auth-sync dev mode\n\
-         \x20 gRPC      {g}   (reflection on: grpcurl -plaintext {g} list)\n\
-         \x20 webhooks  http://{http}\n\
+         \x20 gRPC      {grpc}   (reflection on)\n\
+         \x20 webhooks  http://{http}   (the receiver URLs point here)\n\
          \x20 metrics   {metrics}\n\
-         \x20 dev token {token}   (kept in {dir}/admin-token)\n\
-         \x20 example project database: {project_db}\n\n\
-         Try:\n\
-         \x20 export CAPYDB_AUTH_SYNC_ADMIN_TOKEN={token}\n\
-         \x20 grpcurl -plaintext -H \"authorization: Bearer $CAPYDB_AUTH_SYNC_ADMIN_TOKEN\" -d '{{\"project_id\":\"demo\",\"provider\":\"PROVIDER_CLERK\",\"database_url\":\"{project_db}\",\"credentials\":{{\"webhook_signing_secret\":\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}}}}' {g} capydb.auth_sync.v1.AuthSyncService/ConfigureIntegration\n\
-         \x20 cargo run -p capydb-auth-sync-client -- status demo\n",
+         \x20 Postgres  {postgres}\n\
+         \x20 dev token {token}   (in {dir}/admin-token)\n\n\
+         In another shell, from this folder (the README's Quickstart goes on from here):\n\
+         \x20 export CAPYDB_AUTH_SYNC_ADMIN_TOKEN=$(cat {dir}/admin-token)\n\
+         {endpoint}\
+         \x20 cargo run -q -p capydb-auth-sync-client -- list\n",
+        grpc = o.grpc_addr,
         http = o.http_addr,
-        metrics = if o.metrics_addr.is_empty() { "off".to_string() } else { format!("http://{}/metrics", o.metrics_addr) },
-        dir = o.dev_dir.display(),
+        metrics =
+            if o.metrics_addr.is_empty() { "off".to_string() } else { format!("http://{}/metrics", o.metrics_addr) },
     );
 }

@@ -243,4 +243,74 @@ mod tests {
             assert!(last.contains(needle), "{needle:?} missing in {last}");
         }
     }
+
+    /// A collector on loopback receives the spans with the fields recorded on them.
+    #[cfg(feature = "otel")]
+    mod otlp_export {
+        use super::*;
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+            TraceService, TraceServiceServer,
+        };
+        use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+
+        #[derive(Clone, Default)]
+        struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+        #[tonic::codegen::async_trait]
+        impl TraceService for Collector {
+            async fn export(
+                &self,
+                request: tonic::Request<ExportTraceServiceRequest>,
+            ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+                self.0.lock().unwrap().push(request.into_inner());
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn spans_reach_an_otlp_collector_with_the_fields_recorded_on_them() {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let collector = Collector::default();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(collector.clone()))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let provider = otel::provider(&format!("http://{addr}")).unwrap();
+            let subscriber = tracing_subscriber::registry().with(otel::layer(&provider));
+            tracing::subscriber::with_default(subscriber, a_delivery);
+            // Shutdown exports what the batch holds (bounded by the exporter's timeout).
+            tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().expect("flushed");
+            server.abort();
+
+            let requests = collector.0.lock().unwrap().clone();
+            let spans: Vec<_> = requests
+                .iter()
+                .flat_map(|r| &r.resource_spans)
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .collect();
+            let span = spans.iter().find(|s| s.name == "webhook_delivery").expect("the delivery span was exported");
+            let attribute = |key: &str| {
+                span.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    AnyValue::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                })
+            };
+            assert_eq!(attribute("project_id").as_deref(), Some("shop"));
+            assert_eq!(attribute("provider").as_deref(), Some("clerk"));
+            assert_eq!(attribute("delivery_id").as_deref(), Some("msg_2abc"));
+            assert_eq!(attribute("outcome").as_deref(), Some("applied"));
+            let service = requests[0].resource_spans[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .find(|a| a.key == "service.name");
+            assert!(format!("{service:?}").contains("capydb-auth-sync"), "{service:?}");
+        }
+    }
 }
