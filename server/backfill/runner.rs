@@ -310,8 +310,8 @@ async fn live_rows(pool: &deadpool_postgres::Pool) -> Result<i64, ProjectDbError
 type PageInFlight = (tracing::Span, tokio::task::JoinHandle<Result<FetchedPage, JobError>>);
 
 /// One pass from `cursor` to its last page, fetch and write pipelined. Each page runs in a
-/// `backfill_page` span (job page number, pass, cursor position, users listed; written and
-/// unchanged once committed), inside the job's `backfill` span; `pages` counts the job's
+/// `backfill_page` span (job page number, pass, cursor position, users new to the pass;
+/// written and unchanged once committed), inside the job's `backfill` span; `pages` counts the job's
 /// committed pages.
 async fn run_pass(
     ctx: &BackfillContext,
@@ -369,7 +369,8 @@ async fn run_pass(
     let writer = async move {
         while let Some((span, parsed)) = rx.recv().await {
             let page = parsed.await.map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))??;
-            span.record("users", page.records.len() + page.skipped.len());
+            // Users new to the pass: the overlap with the previous page is not counted twice.
+            span.record("users", page.plan.fetched);
             let committed = async {
                 let confirmed = match &page.plan.reconcile {
                     Some(window) => confirm_candidates(api, db, window, pass_started_at).await?,
