@@ -161,7 +161,7 @@ async fn finish(ctx: &BackfillContext, job_id: &str, state: JobState, error: Opt
     macro_rules! outcome_line {
         ($level:ident, $message:literal) => {
             tracing::$level!(
-                outcome = state.as_str(),
+                outcome = %state.as_str(),
                 pages = totals.pages,
                 users_fetched = totals.users_fetched,
                 users_written = totals.users_written,

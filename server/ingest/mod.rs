@@ -267,7 +267,7 @@ impl IngestService {
         // Recorded on the HTTP surface's `webhook_delivery` span: every later line carries it.
         let record = |id: &Option<String>| {
             if let Some(id) = id {
-                tracing::Span::current().record("delivery_id", id.as_str());
+                tracing::Span::current().record("delivery_id", tracing::field::display(id));
             }
         };
         record(&delivery_id);

@@ -26,8 +26,8 @@ pub async fn deliver(
 ) -> Response<Full<Bytes>> {
     let span = tracing::info_span!(
         "webhook_delivery",
-        project_id = loggable_project(project_id),
-        provider = provider.name(),
+        project_id = %loggable_project(project_id),
+        provider = %provider,
         delivery_id = Empty,
         outcome = Empty,
         status = Empty,
@@ -77,7 +77,7 @@ async fn respond(
         .increment(1);
     metrics::histogram!("capydb_auth_sync_webhook_duration_seconds").record(elapsed.as_secs_f64());
     let span = tracing::Span::current();
-    span.record("outcome", label);
+    span.record("outcome", tracing::field::display(label));
     span.record("status", response.status().as_u16());
     // Outcome and status are on the span (above), which this line carries.
     tracing::info!(
