@@ -29,6 +29,9 @@ die() {
   exit 1
 }
 
+# A newcomer's shell: none of the service's settings, default log levels.
+while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(CAPYDB_AUTH_SYNC_|RUST_LOG$)' || true)
+
 for tool in cargo psql timeout setsid; do
   command -v "$tool" >/dev/null || die "$tool is not installed (see the README's prerequisites)"
 done
@@ -51,7 +54,7 @@ block() {
 }
 
 # Every first-run block in the README must be a known step, in this order.
-readme_steps=$(sed -n 's/^```sh first-run=\([a-z0-9-]*\)$/\1/p' "$readme" | tr '\n' ' ')
+readme_steps=$(sed -n 's/^```.*first-run=\(.*\)$/\1/p' "$readme" | tr '\n' ' ')
 known_steps=$(for s in "${steps[@]}"; do printf '%s ' "${s%%:*}"; done)
 [ "$readme_steps" = "$known_steps" ] ||
   die "README.md's first-run blocks are [$readme_steps], this script checks [$known_steps]"
@@ -190,7 +193,6 @@ check_server() {
     '[ -s .capydb-dev/admin-token ] && [ -s .capydb-dev/postgres-url ] && http_ok 8080 /readyz'
 }
 check_setup() {
-  # shellcheck disable=SC1090
   [ -n "$(bash -c 'source "$0"; echo "$CAPYDB_AUTH_SYNC_ADMIN_TOKEN$PG"' "$session")" ] ||
     fail_step setup "the token and the Postgres URL are empty"
 }
