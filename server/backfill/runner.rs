@@ -143,8 +143,8 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
     .await
 }
 
-/// Records the job's end and logs its outcome and totals in one line (info when it
-/// succeeded, warn when it failed).
+/// Records the job's end and logs its outcome and totals in one line: `backfill finished`
+/// (info) or `backfill failed` (warn, with the error).
 async fn finish(ctx: &BackfillContext, job_id: &str, state: JobState, error: Option<&str>) -> Result<(), StoreError> {
     if !ctx.store.finish_job(job_id, ctx.settings.instance_id.as_str(), state, error).await? {
         tracing::info!("backfill runner stopped: the job was cancelled, superseded or taken over");
@@ -176,7 +176,7 @@ async fn finish(ctx: &BackfillContext, job_id: &str, state: JobState, error: Opt
     }
     match state {
         JobState::Succeeded => outcome_line!(info, "backfill finished"),
-        _ => outcome_line!(warn, "backfill finished"),
+        _ => outcome_line!(warn, "backfill failed"),
     }
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! Issue 12, logs: the server binary as an operator runs it (configured by environment, no
 //! `--dev`, stderr to a file) writes JSON lines by default; a delivery's line carries its
 //! `webhook_delivery` span (project, provider, delivery id, outcome, status), each backfill
-//! page its `backfill_page` span inside the job's `backfill` span, and a finished backfill
-//! one line with its outcome and counts. The log is read after the process has exited, so
-//! no assertion waits on log text.
+//! page its `backfill_page` span inside the job's `backfill` span, and the end of a backfill
+//! one line with its outcome and counts. Logs are read after the server has stopped (the
+//! process exited, or the in-process server shut down), so no assertion waits on log text.
 use crate::helpers::*;
 use capydb_auth_sync_client::{
     AuthSyncClient, BackfillState, ClientConfig, ConfigureIntegrationRequest, Credentials, Provider, SignedRequest,
@@ -188,4 +188,51 @@ async fn the_binary_logs_json_lines_carrying_delivery_and_backfill_spans() {
 
     drop_database(&project_url).await;
     drop_database(&control_url).await;
+}
+
+#[tokio::test]
+async fn a_failed_backfill_logs_one_warning_with_its_outcome_counts_and_error() {
+    let clerk = FakeClerk::start(FakeClerkConfig { users: 50, rate_limit: None, ..Default::default() }).await.unwrap();
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 10),
+        ..Default::default()
+    })
+    .await;
+    // Requests: the key check, page 1, then page 2, answered 401 (the key was revoked): the
+    // job fails with page 1 committed.
+    let gate = clerk.pause_users_request(3);
+    app.client
+        .configure_raw_request(ConfigureIntegrationRequest {
+            project_id: "revoked-logs".into(),
+            provider: Provider::Clerk as i32,
+            database_url: app.project_url.clone(),
+            credentials: Some(Credentials {
+                secret_key: clerk.secret_key().into(),
+                webhook_signing_secret: String::new(),
+            }),
+        })
+        .await
+        .unwrap();
+    gate.wait_arrived().await;
+    clerk.inject_fault(fake_clerk::Fault::Status(401));
+    gate.release();
+    let job = app.wait_backfill_done("revoked-logs").await;
+    assert_eq!(job.state, BackfillState::Failed as i32);
+    // Shutdown waits for the runner, so its last line is written by now.
+    app.shutdown().await.unwrap();
+
+    let job_field = format!("job_id={}", job.id);
+    let logs = captured_logs();
+    let ends: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&job_field) && (l.contains("backfill failed") || l.contains("backfill finished")))
+        .collect();
+    assert_eq!(ends.len(), 1, "one line for the end of the job:\n{}", ends.join("\n"));
+    let line = ends[0];
+    for needle in [" WARN ", "backfill failed", "outcome=failed", "pages=1", "users_fetched=10", "users_written=10"] {
+        assert!(line.contains(needle), "{needle:?} missing in {line}");
+    }
+    assert!(line.contains("error=") && line.contains("Clerk rejected the secret key"), "{line}");
+    assert!(!line.contains(clerk.secret_key()), "no secret in the line");
 }
