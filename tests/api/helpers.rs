@@ -176,6 +176,14 @@ pub async fn new_project_db() -> String {
     pg.url_for(&name)
 }
 
+/// Drops a database made by [`new_control_db`] or [`new_project_db`] for a test that runs
+/// no `TestApp` (its connections are closed by force).
+pub async fn drop_database(url: &str) {
+    let (pg, _) = postgres().await;
+    let name = db_name(url);
+    let _ = admin(pg).await.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+}
+
 pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(conn);

@@ -6,6 +6,7 @@ mod hardening;
 mod ingest;
 mod lifecycle;
 mod listener;
+mod logs;
 mod operations;
 mod ops;
 mod providers;
