@@ -1,12 +1,12 @@
 //! Issue 4: Clerk backfill against the fake Backend API over real HTTP — completeness,
 //! churn, webhook precedence, rate limits and failures, crash and resume, replicas,
 //! deletion repair, progress.
-use crate::helpers::*;
 use capydb_auth_sync_client::{BackfillJob, BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
 use fake_clerk::{Fault, RateLimit};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
+use test_harness::*;
 
 fn clerk_request(project: &str, db: &str, key: &str) -> ConfigureIntegrationRequest {
     ConfigureIntegrationRequest {

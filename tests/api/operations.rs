@@ -1,9 +1,9 @@
 //! Running it: the real binary's start-up checks and SIGTERM, the control database going
 //! away, graceful shutdown handing a backfill over.
-use crate::helpers::*;
 use capydb_auth_sync_client::{BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
 use std::process::Stdio;
 use std::time::Duration;
+use test_harness::*;
 
 fn server_binary() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"));

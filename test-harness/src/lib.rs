@@ -150,14 +150,9 @@ fn unique(prefix: &str) -> String {
     format!("capytest_{secs}_{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// The repository root (this harness is also compiled into the client crate's tests).
+/// The repository root (this crate lives in its `test-harness/` directory).
 pub fn repo_root() -> std::path::PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if manifest.join("server").is_dir() {
-        manifest.to_path_buf()
-    } else {
-        manifest.parent().expect("client/ has a parent").to_path_buf()
-    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-harness/ has a parent").to_path_buf()
 }
 
 /// A fresh control database (migrated, from the template).
