@@ -4,7 +4,7 @@
 //! page its `backfill_page` span inside the job's `backfill` span, and the end of a backfill
 //! one line with its outcome and counts. Logs are read after the server has stopped (the
 //! process exited, or the in-process server shut down), so no assertion waits on log text.
-use crate::helpers::*;
+use test_harness::*;
 use capydb_auth_sync_client::{
     AuthSyncClient, BackfillState, ClientConfig, ConfigureIntegrationRequest, Credentials, Provider, SignedRequest,
 };

@@ -1,9 +1,9 @@
 //! Running it: the real binary's start-up checks and SIGTERM, the control database going
 //! away, graceful shutdown handing a backfill over.
-use crate::helpers::*;
 use capydb_auth_sync_client::{BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
 use std::process::Stdio;
 use std::time::Duration;
+use test_harness::*;
 
 fn server_binary() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"));
@@ -59,17 +59,11 @@ async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
-            ready = r.status() == 200;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "the binary serves /readyz");
+    eventually("the binary serves /readyz", || async {
+        let r = client.get(format!("http://{http}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
     let c = capydb_auth_sync_client::AuthSyncClient::connect(
         capydb_auth_sync_client::ClientConfig::new(format!("http://{grpc}")).with_token(TEST_TOKEN),
     )
@@ -120,15 +114,10 @@ async fn a_control_database_outage_is_503_on_readyz_and_unavailable_on_grpc_whil
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
     proxy.restore().await;
-    let mut recovered = false;
-    for _ in 0..200 {
-        if app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap().status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(recovered);
+    eventually("/readyz recovers", || async {
+        (app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
     assert_eq!(
         app.send_clerk("ctl", &whsec, &body).await,
         (200, serde_json::json!({"status": "ignored", "reason": "duplicate"}))
@@ -290,15 +279,10 @@ async fn during_the_drain_period_health_is_not_serving_and_deliveries_still_appl
         health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
     };
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    let mut drained = false;
-    for _ in 0..200 {
-        if health_status().await == not_serving {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(drained, "health turns NOT_SERVING while the listeners stay open");
+    eventually("health turns NOT_SERVING while the listeners stay open", || async {
+        (health_status().await == not_serving).then_some(())
+    })
+    .await;
     let r = app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body =

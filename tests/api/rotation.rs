@@ -1,12 +1,12 @@
 //! Secrets that rotate without loss and admin writes without lost updates (issue 11): the
 //! replaced webhook secret keeps verifying for the grace period, concurrent Configure calls
 //! both take effect, and Configure racing `rotate-keys` leaves nothing under the old key.
-use crate::helpers::*;
 use capydb_auth_sync::crypto::Keyring;
 use capydb_auth_sync_client::SignedRequest;
 use client::Provider;
 use secrecy::SecretString;
 use std::time::Duration;
+use test_harness::*;
 
 fn secret(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -150,14 +150,9 @@ fn unique(prefix: &str) -> String {
     format!("capytest_{secs}_{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// The repository root (this harness is also compiled into the client crate's tests).
+/// The repository root (this crate lives in its `test-harness/` directory).
 pub fn repo_root() -> std::path::PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if manifest.join("server").is_dir() {
-        manifest.to_path_buf()
-    } else {
-        manifest.parent().expect("client/ has a parent").to_path_buf()
-    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-harness/ has a parent").to_path_buf()
 }
 
 /// A fresh control database (migrated, from the template).
@@ -310,15 +305,12 @@ impl TestApp {
 
     /// Waits until the webhook listener answers /readyz (the control store is migrated).
     async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("http://{}/readyz", self.http_addr)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not become ready");
+        let url = format!("http://{}/readyz", self.http_addr);
+        eventually("the server answers /readyz", || async {
+            let r = self.http.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
     }
 
     /// Graceful shutdown; returns the server's result.
@@ -611,17 +603,27 @@ pub fn ms(t: i64) -> chrono::DateTime<chrono::Utc> {
 /// Polls `probe` every 25 ms until it returns `Some`, for at most 15 s; panics naming `what`
 /// otherwise. For effects that land asynchronously by design (cache invalidation across
 /// replicas, the inbox drain), never to paper over a race.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    eventually_within(what, Duration::from_secs(15), probe).await
+}
+
+/// [`eventually`] with another bound, for the few waits that are long by design (a
+/// rate-limited backfill, the soak's drain).
+pub async fn eventually_within<T, F, Fut>(what: &str, bound: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
     loop {
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what} ({bound:?})");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
