@@ -376,10 +376,11 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
     }
     assert_eq!(lost, 0, "acknowledged deliveries missing from the table");
     // The table equals the expected final state: Clerk's users as Clerk has them, the webhook
-    // users at their newest version, nothing forged, nothing deleted.
+    // users at their newest version delivered, nothing forged, nothing deleted.
     let mut expected: BTreeMap<String, Value> =
         clerk.users_snapshot().into_iter().map(|u| (u["id"].as_str().unwrap().to_string(), u)).collect();
-    for (user, base) in bases.iter().enumerate() {
+    // (A short run may leave some webhook users without a delivery: Clerk's copy stands.)
+    for (user, base) in bases.iter().enumerate().filter(|(user, _)| newest[*user] > 0) {
         expected.insert(base["id"].as_str().unwrap().to_string(), at_version(base, newest[user]));
     }
     assert_eq!(table.len(), expected.len(), "one row per user");

@@ -4,7 +4,6 @@
 //! page its `backfill_page` span inside the job's `backfill` span, and the end of a backfill
 //! one line with its outcome and counts. Logs are read after the server has stopped (the
 //! process exited, or the in-process server shut down), so no assertion waits on log text.
-use test_harness::*;
 use capydb_auth_sync_client::{
     AuthSyncClient, BackfillState, ClientConfig, ConfigureIntegrationRequest, Credentials, Provider, SignedRequest,
 };
@@ -12,6 +11,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
+use test_harness::*;
 
 fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
