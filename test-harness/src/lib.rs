@@ -344,18 +344,7 @@ impl TestApp {
 
     /// Configures a live Clerk integration (webhook secret only, no backfill).
     pub async fn configure_clerk_webhooks(&self, project: &str, whsec: &str) -> client::Integration {
-        self.client
-            .configure_raw_request(client::ConfigureIntegrationRequest {
-                project_id: project.into(),
-                provider: client::Provider::Clerk as i32,
-                database_url: self.project_url.clone(),
-                credentials: Some(client::Credentials {
-                    secret_key: String::new(),
-                    webhook_signing_secret: whsec.into(),
-                }),
-            })
-            .await
-            .expect("configure")
+        self.configure_clerk_with(project, "", whsec, &self.project_url).await
     }
 
     pub fn webhook_url(&self, segment: &str, project: &str) -> String {
@@ -571,13 +560,34 @@ pub fn pg_addr(url: &str) -> SocketAddr {
 impl TestApp {
     /// Configures a live Clerk integration on another database.
     pub async fn configure_clerk_on(&self, project: &str, whsec: &str, database_url: &str) -> client::Integration {
+        self.configure_clerk_with(project, "", whsec, database_url).await
+    }
+
+    /// Configures a backfill-only Clerk integration (no webhook secret) on `database_url`.
+    pub async fn configure_clerk_backfill(
+        &self,
+        project: &str,
+        secret_key: &str,
+        database_url: &str,
+    ) -> client::Integration {
+        self.configure_clerk_with(project, secret_key, "", database_url).await
+    }
+
+    /// Configures a Clerk integration with exactly these credentials (empty: none).
+    pub async fn configure_clerk_with(
+        &self,
+        project: &str,
+        secret_key: &str,
+        whsec: &str,
+        database_url: &str,
+    ) -> client::Integration {
         self.client
             .configure_raw_request(client::ConfigureIntegrationRequest {
                 project_id: project.into(),
                 provider: client::Provider::Clerk as i32,
                 database_url: database_url.into(),
                 credentials: Some(client::Credentials {
-                    secret_key: String::new(),
+                    secret_key: secret_key.into(),
                     webhook_signing_secret: whsec.into(),
                 }),
             })

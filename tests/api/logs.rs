@@ -202,18 +202,7 @@ async fn a_failed_backfill_logs_one_warning_with_its_outcome_counts_and_error() 
     // Requests: the key check, page 1, then page 2, answered 401 (the key was revoked): the
     // job fails with page 1 committed.
     let gate = clerk.pause_users_request(3);
-    app.client
-        .configure_raw_request(ConfigureIntegrationRequest {
-            project_id: "revoked-logs".into(),
-            provider: Provider::Clerk as i32,
-            database_url: app.project_url.clone(),
-            credentials: Some(Credentials {
-                secret_key: clerk.secret_key().into(),
-                webhook_signing_secret: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    app.configure_clerk_backfill("revoked-logs", clerk.secret_key(), &app.project_url).await;
     gate.wait_arrived().await;
     clerk.inject_fault(fake_clerk::Fault::Status(401));
     gate.release();

@@ -1,6 +1,6 @@
 //! Running it: the real binary's start-up checks and SIGTERM, the control database going
 //! away, graceful shutdown handing a backfill over.
-use capydb_auth_sync_client::{BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
+use capydb_auth_sync_client::{BackfillState, Provider};
 use std::process::Stdio;
 use std::time::Duration;
 use test_harness::*;
@@ -145,18 +145,7 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     };
     let app = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(5);
-    app.client
-        .configure_raw_request(ConfigureIntegrationRequest {
-            project_id: "handover".into(),
-            provider: Provider::Clerk as i32,
-            database_url: project.clone(),
-            credentials: Some(Credentials {
-                secret_key: clerk.secret_key().into(),
-                webhook_signing_secret: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    app.configure_clerk_backfill("handover", clerk.secret_key(), &project).await;
     gate.wait_arrived().await;
     let shutting_down = tokio::spawn(app.shutdown());
     gate.release();
@@ -187,18 +176,7 @@ async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
     })
     .await;
     let gate = clerk.pause_users_request(3);
-    app.client
-        .configure_raw_request(ConfigureIntegrationRequest {
-            project_id: "drain".into(),
-            provider: Provider::Clerk as i32,
-            database_url: app.project_url.clone(),
-            credentials: Some(Credentials {
-                secret_key: clerk.secret_key().into(),
-                webhook_signing_secret: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    app.configure_clerk_backfill("drain", clerk.secret_key(), &app.project_url).await;
     gate.wait_arrived().await;
     let mut stream = app.client.watch_backfill("drain", Provider::Clerk).await.unwrap();
     assert!(stream.next().await.unwrap().is_ok());
