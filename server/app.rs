@@ -97,7 +97,10 @@ pub async fn run(settings: Settings, listeners: Listeners, shutdown: Cancellatio
     lifecycle.enter(Phase::Draining);
     let drain = settings.shutdown_drain;
     if failed.is_none() && !drain.is_zero() {
-        tracing::info!(drain_secs = drain.as_secs_f64(), "draining: health is NOT_SERVING, listeners stay open");
+        tracing::info!(
+            drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+            "draining: health is NOT_SERVING, listeners stay open"
+        );
         tokio::time::sleep(drain).await;
     }
     lifecycle.enter(Phase::Closing);

@@ -7,12 +7,20 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, Listeners};
 use crate::config::{self, Cli, Command, Settings};
 use crate::crypto::Keyring;
+use crate::logging::LogFormat;
 use crate::store::ControlStore;
 
 /// Entry point of the binary; returns the process exit code.
 pub async fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(&cli.opts.log_format);
+    let format = LogFormat::resolve(cli.opts.log_format, cli.opts.dev);
+    let logs = match crate::logging::init(format, cli.opts.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let result = match cli.command.as_ref().unwrap_or(&Command::Serve) {
         Command::Serve => serve(&cli).await,
         Command::RotateKeys => rotate_keys(&cli).await,
@@ -21,26 +29,13 @@ pub async fn main() -> i32 {
             Ok(())
         }
     };
+    logs.shutdown().await;
     match result {
         Ok(()) => 0,
         Err(message) => {
             eprintln!("error: {message}");
             1
         }
-    }
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,tower=warn,hyper=warn,h2=warn,tokio_postgres=warn")
-    });
-    // Colours only for a person at a terminal: a log file or collector gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -118,26 +113,37 @@ async fn rotate_keys(cli: &Cli) -> Result<(), String> {
 
 fn print_dev_banner(o: &config::ServeOptions, dev: &crate::dev::DevSetup) {
     let token = dev.defaults.admin_token.expose_secret();
-    let g = o.grpc_addr;
-    let project_db = if dev.example_project_url.is_empty() {
-        "postgres://…/yourdb".to_string()
+    let dir = o.dev_dir.display();
+    let postgres = match &dev.postgres {
+        Some(pg) => format!(
+            "{base}   (in {dir}/{file})\n\x20           walkthrough databases: {dbs}",
+            base = pg.base_url,
+            file = crate::dev::POSTGRES_URL_FILE,
+            dbs = crate::dev::EXAMPLE_PROJECT_DBS.join(", "),
+        ),
+        None => "the control database from --database-url".to_string(),
+    };
+    // The CLI's default endpoint is the default gRPC address; any other must be named.
+    let endpoint = if o.grpc_addr.to_string() == "127.0.0.1:50051" {
+        String::new()
     } else {
-        dev.example_project_url.clone()
+        format!("\x20 export CAPYDB_AUTH_SYNC_ENDPOINT=http://{}\n", o.grpc_addr)
     };
     // The dev token is printed on purpose: it exists only on this machine, for this folder.
     println!(
         "\ncapydb-auth-sync dev mode\n\
-         \x20 gRPC      {g}   (reflection on: grpcurl -plaintext {g} list)\n\
-         \x20 webhooks  http://{http}\n\
+         \x20 gRPC      {grpc}   (reflection on)\n\
+         \x20 webhooks  http://{http}   (the receiver URLs point here)\n\
          \x20 metrics   {metrics}\n\
-         \x20 dev token {token}   (kept in {dir}/admin-token)\n\
-         \x20 example project database: {project_db}\n\n\
-         Try:\n\
-         \x20 export CAPYDB_AUTH_SYNC_ADMIN_TOKEN={token}\n\
-         \x20 grpcurl -plaintext -H \"authorization: Bearer $CAPYDB_AUTH_SYNC_ADMIN_TOKEN\" -d '{{\"project_id\":\"demo\",\"provider\":\"PROVIDER_CLERK\",\"database_url\":\"{project_db}\",\"credentials\":{{\"webhook_signing_secret\":\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}}}}' {g} capydb.auth_sync.v1.AuthSyncService/ConfigureIntegration\n\
-         \x20 cargo run -p capydb-auth-sync-client -- status demo\n",
+         \x20 Postgres  {postgres}\n\
+         \x20 dev token {token}   (in {dir}/admin-token)\n\n\
+         In another shell, from this folder (the README's Quickstart goes on from here):\n\
+         \x20 export CAPYDB_AUTH_SYNC_ADMIN_TOKEN=$(cat {dir}/admin-token)\n\
+         {endpoint}\
+         \x20 cargo run -q -p capydb-auth-sync-client -- list\n",
+        grpc = o.grpc_addr,
         http = o.http_addr,
-        metrics = if o.metrics_addr.is_empty() { "off".to_string() } else { format!("http://{}/metrics", o.metrics_addr) },
-        dir = o.dev_dir.display(),
+        metrics =
+            if o.metrics_addr.is_empty() { "off".to_string() } else { format!("http://{}/metrics", o.metrics_addr) },
     );
 }

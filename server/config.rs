@@ -171,9 +171,14 @@ pub struct ServeOptions {
     /// PEM CA certificate(s): gRPC clients must present a certificate signed by one (mTLS).
     #[arg(long, env = "CAPYDB_AUTH_SYNC_GRPC_TLS_CLIENT_CA")]
     pub grpc_tls_client_ca: Option<PathBuf>,
-    /// Log format: `text` or `json`. Level via RUST_LOG (default info).
-    #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: String,
+    /// Log format on stderr [default: json; text in dev mode]. Level via RUST_LOG (default
+    /// info).
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<crate::logging::LogFormat>,
+    /// OpenTelemetry collector (OTLP/gRPC, e.g. `http://127.0.0.1:4317`) to export spans to;
+    /// needs a build with the `otel` cargo feature.
+    #[arg(long, env = "CAPYDB_AUTH_SYNC_OTLP_ENDPOINT", hide_env_values = true, global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Dev mode (`--dev`): a working service on a fresh machine with nothing configured. It
 //! keeps a generated master key and admin token in the dev folder (created 0600, ignored
-//! by git), uses the local Postgres (or starts a throwaway cluster there), and creates a
-//! control database and an example project database.
+//! by git), uses the local Postgres (or starts a throwaway cluster there) and writes its
+//! base URL to `postgres-url` in the folder, and creates a control database and one project
+//! database per walkthrough of the README (`capydb_dev_shop`, `capydb_dev_blog`).
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::Path;
@@ -11,7 +12,11 @@ use crate::crypto::Keyring;
 use crate::local_postgres::{self, LocalPostgres};
 
 pub const CONTROL_DB: &str = "capydb_auth_sync_dev";
-pub const EXAMPLE_PROJECT_DB: &str = "capydb_dev_project";
+/// The project databases of the README's walkthroughs, one each, so neither touches the
+/// other's table.
+pub const EXAMPLE_PROJECT_DBS: [&str; 2] = ["capydb_dev_shop", "capydb_dev_blog"];
+/// The file in the dev folder holding the base URL of the Postgres dev mode uses.
+pub const POSTGRES_URL_FILE: &str = "postgres-url";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -25,8 +30,7 @@ pub enum DevError {
 
 pub struct DevSetup {
     pub defaults: DevDefaults,
-    /// Where the example project database lives (for the printed quickstart).
-    pub example_project_url: String,
+    /// The Postgres dev mode runs on, when it chose it (not with `--database-url`).
     pub postgres: Option<LocalPostgres>,
 }
 
@@ -40,14 +44,18 @@ pub async fn prepare(o: &ServeOptions) -> Result<DevSetup, DevError> {
         rand::thread_rng().fill_bytes(&mut bytes);
         format!("dev_{}", hex::encode(bytes))
     })?;
-    let (database_url, example_project_url, postgres) = match &o.database_url {
-        Some(url) => (url.clone(), String::new(), None),
+    let (database_url, postgres) = match &o.database_url {
+        Some(url) => (url.clone(), None),
         None => {
             let pg = local_postgres::ensure(&dir.join("pg")).await?;
-            for db in [CONTROL_DB, EXAMPLE_PROJECT_DB] {
+            for db in std::iter::once(CONTROL_DB).chain(EXAMPLE_PROJECT_DBS) {
                 create_database(&pg, db).await?;
             }
-            (pg.url_for(CONTROL_DB), pg.url_for(EXAMPLE_PROJECT_DB), Some(pg))
+            // Trust auth on loopback: the URL holds no password.
+            let url_file = dir.join(POSTGRES_URL_FILE);
+            std::fs::write(&url_file, format!("{}\n", pg.base_url))
+                .map_err(|e| DevError::Io(url_file.display().to_string(), e))?;
+            (pg.url_for(CONTROL_DB), Some(pg))
         }
     };
     Ok(DevSetup {
@@ -56,7 +64,6 @@ pub async fn prepare(o: &ServeOptions) -> Result<DevSetup, DevError> {
             master_keys: SecretString::from(master_keys),
             admin_token: SecretString::from(admin_token),
         },
-        example_project_url,
         postgres,
     })
 }

@@ -49,7 +49,7 @@ impl ClerkSecretKey {
             }
             _ => Err(FieldViolation::new(
                 "credentials.secret_key",
-                "a Clerk secret key starts with sk_live_ or sk_test_",
+                "a Clerk secret key is sk_live_ or sk_test_ followed by at least 12 characters, no spaces",
             )),
         }
     }

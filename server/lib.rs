@@ -19,6 +19,7 @@
 //! - `project_db`: pools to customers' databases (TLS); `outbound`: where they may be;
 //!   `crypto`: secrets at rest;
 //! - `listener`: the one HTTP serve loop (connection cap, header and idle deadlines, drain);
+//! - `logging`: the tracing subscriber (JSON or text lines, optional OpenTelemetry export);
 //! - `metrics`, `local_postgres`: Prometheus exporter; a Postgres for dev mode and tests.
 pub mod app;
 pub mod backfill;
@@ -33,6 +34,7 @@ pub mod integrations;
 pub mod lifecycle;
 pub mod listener;
 pub mod local_postgres;
+pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod project_db;

@@ -111,7 +111,7 @@ impl Lifecycle {
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             tracing::warn!(
                 tasks = self.tasks.len(),
-                grace_secs = grace.as_secs_f64(),
+                grace_secs = grace.as_secs(),
                 "background work still running after the shutdown grace period; stopping it"
             );
             self.kill_all();

@@ -144,13 +144,13 @@ pub fn verdict(r: &StatusReport, live: bool) -> (Health, String) {
             ),
         );
     }
-    if w.last_event_at.is_none() && w.rejected > 0 {
+    if w.last_event_at.is_none() && w.totals.rejected > 0 {
         return (
             Health::NeedsAttention,
             format!(
                 "needs attention: no delivery has verified yet and {} were rejected for a bad signature — check \
                  the signing secret: it must be the one the provider signs with (configure --webhook-secret){grace}",
-                deliveries(w.rejected)
+                deliveries(w.totals.rejected)
             ),
         );
     }
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn rejected_deliveries_with_none_verified_fail_and_name_the_secret() {
         let mut r = report();
-        r.webhooks.rejected = 40;
+        r.webhooks.totals.rejected = 40;
         r.last_hour.rejected = 37;
         let (health, text) = verdict(&r, true);
         assert_eq!(health, Health::Failing);

@@ -18,23 +18,20 @@
 //! `fake-clerk` crate, starts clusters with the service's own `local_postgres`, and states
 //! its checks as assertions a reviewer can read, where a shell script would need `openssl`
 //! and `psql` gymnastics to do the same.
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
 use capydb_auth_sync::local_postgres;
 use capydb_auth_sync_client::{AuthSyncClient, BackfillState, ClientConfig, Provider, SignedRequest};
 use fake_clerk::RateLimit;
 use futures::StreamExt;
-use helpers::{
-    connect, new_control_db, new_whsec, test_keyring_spec, users_table, FakeClerk, FakeClerkConfig, TEST_TOKEN,
-};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_harness::{
+    connect, eventually_within, new_control_db, new_whsec, test_keyring_spec, users_table, FakeClerk, FakeClerkConfig,
+    TEST_TOKEN,
+};
 use tokio::process::{Child, Command};
 
 fn env_number(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
@@ -51,7 +48,7 @@ const DURABLE: &str = "-c fsync=on -c synchronous_commit=on -c full_page_writes=
 
 impl Cluster {
     async fn start() -> Cluster {
-        let dir = helpers::repo_root().join("target").join(format!("soak-pg-{}", uuid::Uuid::new_v4().simple()));
+        let dir = test_harness::repo_root().join("target").join(format!("soak-pg-{}", uuid::Uuid::new_v4().simple()));
         let started = dir.clone();
         let base_url = tokio::task::spawn_blocking(move || local_postgres::start_cluster_with(&started, DURABLE))
             .await
@@ -117,15 +114,12 @@ impl Server {
         let pid = child.id().unwrap();
         let http = format!("http://127.0.0.1:{http}");
         let probe = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually_within("the server answers /readyz", Duration::from_secs(60), || {
             assert!(child.try_wait().unwrap().is_none(), "the server exited; see target/soak-server.log");
-            if probe.get(format!("{http}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the server was not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let ready = probe.get(format!("{http}/readyz")).send();
+            async move { ready.await.is_ok_and(|r| r.status() == 200).then_some(()) }
+        })
+        .await;
         Server { child, pid, grpc: format!("http://127.0.0.1:{grpc}"), http }
     }
 
@@ -191,7 +185,7 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
     .unwrap();
     // The users the webhooks will update exist at Clerk too (at version 0).
     let bases: Vec<Value> = (0..webhook_users).map(|_| clerk.create_user()).collect();
-    let log = helpers::repo_root().join("target").join("soak-server.log");
+    let log = test_harness::repo_root().join("target").join("soak-server.log");
     let server = Server::start(&control_url, &clerk.url(), &log).await;
     let client = AuthSyncClient::connect(ClientConfig::new(server.grpc.clone()).with_token(TEST_TOKEN)).await.unwrap();
     let whsec = new_whsec();
@@ -239,7 +233,7 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
             valid += 1;
             ((valid as usize - 1) % webhook_users, (valid - 1) / webhook_users as u64 + 1)
         };
-        let body = helpers::clerk_event("user.updated", at_version(&bases[user], version), 1).into_bytes();
+        let body = test_harness::clerk_event("user.updated", at_version(&bases[user], version), 1).into_bytes();
         let msg_id = format!("msg_soak_{i}");
         let permit = in_flight.clone().acquire_owned().await.unwrap();
         let (http, url, whsec) = (http.clone(), url.clone(), whsec.clone());
@@ -292,15 +286,11 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
         job = Some(item.unwrap());
     }
     let job = job.unwrap();
-    let drained_by = Instant::now() + Duration::from_secs(120);
-    let queued_max = loop {
+    let queued_max = eventually_within("the inbox drains", Duration::from_secs(120), || async {
         let w = client.get_sync_status("soak", Provider::Clerk).await.unwrap().webhooks.unwrap();
-        if w.queued == 0 {
-            break w;
-        }
-        assert!(Instant::now() < drained_by, "the inbox drains within 2 minutes ({} left)", w.queued);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (w.queued == 0).then_some(w)
+    })
+    .await;
     let rss_end = server.rss_mib();
     let table = users_table(&connect(&project_url).await).await;
 
@@ -386,10 +376,11 @@ async fn soak_signed_deliveries_through_a_backfill_and_a_project_database_restar
     }
     assert_eq!(lost, 0, "acknowledged deliveries missing from the table");
     // The table equals the expected final state: Clerk's users as Clerk has them, the webhook
-    // users at their newest version, nothing forged, nothing deleted.
+    // users at their newest version delivered, nothing forged, nothing deleted.
     let mut expected: BTreeMap<String, Value> =
         clerk.users_snapshot().into_iter().map(|u| (u["id"].as_str().unwrap().to_string(), u)).collect();
-    for (user, base) in bases.iter().enumerate() {
+    // (A short run may leave some webhook users without a delivery: Clerk's copy stands.)
+    for (user, base) in bases.iter().enumerate().filter(|(user, _)| newest[*user] > 0) {
         expected.insert(base["id"].as_str().unwrap().to_string(), at_version(base, newest[user]));
     }
     assert_eq!(table.len(), expected.len(), "one row per user");

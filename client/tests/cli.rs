@@ -1,13 +1,9 @@
 //! The `capydb-auth-sync-admin` binary against the real server (in-process, real Postgres,
 //! fake Clerk over HTTP): what an operator types, what they see, the exit codes.
-#[path = "../../tests/api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-use helpers::*;
 use serde_json::Value;
 use std::io::Write as _;
 use std::process::{Output, Stdio};
+use test_harness::*;
 
 /// The documented exit codes (`--help`).
 const EXIT_USAGE: i32 = 2;

@@ -1,11 +1,7 @@
 //! `capydb-auth-sync-admin send-test-webhook --provider better_auth` against the real server:
 //! the official webhooks plugin's scheme by default, the databaseHooks envelope on request.
-#[path = "../../tests/api/helpers.rs"]
-#[allow(dead_code, unused_imports)]
-mod helpers;
-
-use helpers::*;
 use std::process::Output;
+use test_harness::*;
 
 async fn run(app: &TestApp, args: &[&str]) -> Output {
     let (bin_args, endpoint) =

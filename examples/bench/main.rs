@@ -18,6 +18,7 @@
 //! `--server-bin PATH` (skip the build). Everything is bounded in count and time, talks only to
 //! 127.0.0.1, and drops its databases.
 mod load;
+mod pgcpu;
 mod report;
 mod server;
 mod workload;
@@ -170,7 +171,11 @@ async fn drive(
             project_id: PROJECT.into(),
             provider: Provider::Clerk as i32,
             // No TLS, like the baseline's connections: the same transport for both.
-            database_url: format!("{}?sslmode=disable", pg.url_for(&dbs.project)),
+            database_url: format!(
+                "{}?sslmode=disable{}",
+                pg.url_for(&dbs.project),
+                std::env::var("BENCH_PG_OPTS").unwrap_or_default()
+            ),
             credentials: Some(Credentials {
                 secret_key: clerk.map(|c| c.secret_key().to_string()).unwrap_or_default(),
                 webhook_signing_secret: WHSEC.into(),
@@ -256,7 +261,9 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
         }
 
         let cpu_before = server::cpu_time(std::process::id())?;
+        let pg_cpu = pgcpu::PgCpu::start(&pg.url_for("postgres"), &dbs.baseline).await?;
         let baseline = load::run_baseline(&baseline_url, events.clone(), in_flight, opts.budget).await?;
+        let baseline_pg_cpu = pg_cpu.finish().await?;
         let baseline_client_cpu = server::cpu_time(std::process::id())?.saturating_sub(cpu_before);
 
         let deliveries = Arc::new(sign(&events, &prefix)?);
@@ -265,7 +272,9 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
         }
         let commits_before = server.group_commits().await?;
         let cpu_before = server.cpu_time()?;
+        let pg_cpu = pgcpu::PgCpu::start(&pg.url_for("postgres"), &dbs.project).await?;
         let service = load::run_service(&url, deliveries, in_flight, opts.budget).await?;
+        let service_pg_cpu = pg_cpu.finish().await?;
         let service_cpu = server.cpu_time()?.saturating_sub(cpu_before);
         let commits_after = server.group_commits().await?;
         let group_commits = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
@@ -286,7 +295,9 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
             in_flight,
             baseline,
             baseline_client_cpu,
+            baseline_pg_cpu,
             service,
+            service_pg_cpu,
             service_cpu,
             group_commits,
             tables_equal,

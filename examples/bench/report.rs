@@ -11,9 +11,13 @@ pub struct Pair {
     pub baseline: RunStats,
     /// CPU time of the bench process while the baseline ran: what its client spent.
     pub baseline_client_cpu: Duration,
+    /// CPU time of the baseline database's Postgres backends during the baseline run.
+    pub baseline_pg_cpu: Duration,
     pub service: RunStats,
     /// CPU time of the server process during the service run.
     pub service_cpu: Duration,
+    /// CPU time of the project database's Postgres backends during the service run.
+    pub service_pg_cpu: Duration,
     /// Group commits during the service run and the deliveries they carried.
     pub group_commits: (f64, f64),
     /// Whether both tables ended with the same rows (id, updated_at, deleted_at, raw).
@@ -66,20 +70,27 @@ pub fn render(ctx: &Context, pairs: &[Pair], peak_rss_c64: Option<u64>) -> Strin
     );
     let _ = writeln!(
         out,
-        "| in flight | contender | events | events/s | p50 ms | p99 ms | p99.9 ms | CPU ms/event | commits (events each) | applied / ignored / failed | same table |"
+        "| in flight | contender | events | events/s | p50 ms | p99 ms | p99.9 ms | CPU ms/event | Postgres CPU ms/event | commits (events each) | applied / ignored / failed | same table |"
     );
-    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for p in pairs {
-        let row = |out: &mut String, name: &str, s: &RunStats, cpu: String, commits: String, same: &str| {
+        let row = |out: &mut String,
+                   name: &str,
+                   s: &RunStats,
+                   cpu: String,
+                   pg_cpu: Duration,
+                   commits: String,
+                   same: &str| {
             let _ = writeln!(
                 out,
-                "| {} | {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} | {commits} | {} / {} / {} | {same} |",
+                "| {} | {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} | {:.3} | {commits} | {} / {} / {} | {same} |",
                 p.in_flight,
                 s.sent,
                 s.per_second(),
                 s.quantile_ms(0.5),
                 s.quantile_ms(0.99),
                 s.quantile_ms(0.999),
+                per_event_ms(pg_cpu, s.applied + s.ignored),
                 s.applied,
                 s.ignored,
                 s.failed,
@@ -87,19 +98,28 @@ pub fn render(ctx: &Context, pairs: &[Pair], peak_rss_c64: Option<u64>) -> Strin
         };
         let baseline_cpu = per_event_ms(p.baseline_client_cpu, p.baseline.applied + p.baseline.ignored);
         let baseline_commits = format!("{} (1)", p.baseline.applied + p.baseline.ignored);
-        row(&mut out, "baseline", &p.baseline, format!("{baseline_cpu:.3} (client)"), baseline_commits, "");
+        row(
+            &mut out,
+            "baseline",
+            &p.baseline,
+            format!("{baseline_cpu:.3} (client)"),
+            p.baseline_pg_cpu,
+            baseline_commits,
+            "",
+        );
         let (commits, carried) = p.group_commits;
         row(
             &mut out,
             "capydb-auth-sync",
             &p.service,
             format!("{:.3} (server)", p.service_cpu_ms()),
+            p.service_pg_cpu,
             format!("{commits:.0} ({:.1})", carried / commits.max(1.0)),
             if p.tables_equal { "yes" } else { "NO" },
         );
         let _ = writeln!(
             out,
-            "| {} | *ours / baseline* | | **{:.2}×** | {:.2}× | {:.2}× | {:.2}× | | | | |",
+            "| {} | *ours / baseline* | | **{:.2}×** | {:.2}× | {:.2}× | {:.2}× | | | | | |",
             p.in_flight,
             p.service.per_second() / p.baseline.per_second(),
             p.service.quantile_ms(0.5) / p.baseline.quantile_ms(0.5),

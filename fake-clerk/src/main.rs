@@ -1,6 +1,7 @@
 //! The `fake-clerk` binary: serves a fake Clerk Backend API on loopback so a backfill can be
 //! watched locally (`capydb-auth-sync` with `CAPYDB_AUTH_SYNC_CLERK_API_URL` pointed at it).
-//! Each answered request is logged to stderr; Ctrl-C stops it.
+//! Quiet while it serves: `RUST_LOG=fake_clerk=debug` logs every answered request to stderr
+//! (plain text unless stderr is a terminal). Ctrl-C stops it and prints the request counts.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -46,9 +47,10 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("fake_clerk=debug")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fake_clerk=info")),
         )
         .init();
 
@@ -88,6 +90,7 @@ async fn main() -> ExitCode {
     }
     println!("  try:         curl -H 'Authorization: Bearer {key}' '{url}/v1/users?limit=2'");
     println!("  capydb-auth-sync: CAPYDB_AUTH_SYNC_CLERK_API_URL={url}");
+    println!("  requests:    logged with RUST_LOG=fake_clerk=debug");
     println!("Ctrl-C to stop.");
 
     if let Err(error) = tokio::signal::ctrl_c().await {

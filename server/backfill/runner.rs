@@ -101,7 +101,8 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
             return;
         }
     };
-    let span = tracing::info_span!("backfill", job_id = %job_id, project_id = %job.project_id);
+    let span =
+        tracing::info_span!("backfill", project_id = %job.project_id, provider = %job.provider, job_id = %job_id);
     async {
         tracing::info!(resumes = job.resumes, resumed = job.checkpoint.is_some(), "backfill started");
         metrics::gauge!("capydb_auth_sync_backfills_running").increment(1.0);
@@ -121,22 +122,96 @@ pub(super) async fn run(ctx: &BackfillContext, job_id: &str) {
         };
         metrics::gauge!("capydb_auth_sync_backfills_running").decrement(1.0);
         let end = match result {
-            Ok(Stop::Finished) => ctx.store.finish_job(job_id, owner, JobState::Succeeded, None).await.map(|_| ()),
-            Ok(Stop::Released) => ctx.store.release_job(job_id, owner).await,
-            Ok(Stop::LeaseLost) => Ok(()),
-            Err(e) => {
-                let message = e.to_string();
-                tracing::warn!(error = %message, "backfill failed");
-                ctx.store.finish_job(job_id, owner, JobState::Failed, Some(&message)).await.map(|_| ())
+            Ok(Stop::Finished) => finish(ctx, job_id, JobState::Succeeded, None).await,
+            Ok(Stop::Released) => {
+                let released = ctx.store.release_job(job_id, owner).await;
+                if released.is_ok() {
+                    tracing::info!("backfill paused for shutdown; it resumes from its checkpoint");
+                }
+                released
             }
+            Ok(Stop::LeaseLost) => {
+                tracing::info!("backfill runner stopped: the job was cancelled, superseded or taken over");
+                Ok(())
+            }
+            Err(e) => finish(ctx, job_id, JobState::Failed, Some(&e.to_string())).await,
         };
         if let Err(e) = end {
             tracing::warn!(error = %e, "could not record the end of the backfill; the lease will expire and it resumes");
         }
-        tracing::info!("backfill runner stopped");
     }
     .instrument(span)
     .await
+}
+
+/// Records the job's end and logs its outcome and totals in one line: `backfill finished`
+/// (info) or `backfill failed` (warn, with the error).
+async fn finish(ctx: &BackfillContext, job_id: &str, state: JobState, error: Option<&str>) -> Result<(), StoreError> {
+    if !ctx.store.finish_job(job_id, ctx.settings.instance_id.as_str(), state, error).await? {
+        tracing::info!("backfill runner stopped: the job was cancelled, superseded or taken over");
+        return Ok(());
+    }
+    let totals = match ctx.store.get_job(job_id).await {
+        Ok(Some(job)) => JobTotals::of(&job),
+        Ok(None) => JobTotals::default(),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the finished job's totals");
+            JobTotals::default()
+        }
+    };
+    macro_rules! outcome_line {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                outcome = %state.as_str(),
+                pages = totals.pages,
+                users_fetched = totals.users_fetched,
+                users_written = totals.users_written,
+                users_unchanged = totals.users_unchanged,
+                deletions_reconciled = totals.deletions_reconciled,
+                users_skipped = totals.users_skipped,
+                duration_ms = totals.duration_ms,
+                error,
+                $message
+            )
+        };
+    }
+    match state {
+        JobState::Succeeded => outcome_line!(info, "backfill finished"),
+        _ => outcome_line!(warn, "backfill failed"),
+    }
+    Ok(())
+}
+
+/// The counts a finished job's outcome line reports (zeros when the job cannot be read).
+#[derive(Default)]
+struct JobTotals {
+    pages: i64,
+    users_fetched: i64,
+    users_written: i64,
+    /// What the API calls `users_stale`: users found already up to date.
+    users_unchanged: i64,
+    deletions_reconciled: i64,
+    users_skipped: i64,
+    /// From the first start to the end, in whole milliseconds.
+    duration_ms: i64,
+}
+
+impl JobTotals {
+    fn of(job: &JobRow) -> Self {
+        let duration_ms = match (job.started_at, job.finished_at) {
+            (Some(start), Some(end)) => (end - start).num_milliseconds().max(0),
+            _ => 0,
+        };
+        JobTotals {
+            pages: job.pages,
+            users_fetched: job.users_fetched,
+            users_written: job.users_written,
+            users_unchanged: job.users_stale,
+            deletions_reconciled: job.deletions_reconciled,
+            users_skipped: job.users_skipped,
+            duration_ms,
+        }
+    }
 }
 
 /// One fetched page, parsed, ready to write.
@@ -176,12 +251,14 @@ async fn execute(ctx: &BackfillContext, job: &JobRow) -> Result<Stop, JobError> 
     };
     let mut cursor: BackfillCursor =
         job.checkpoint.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    // Pages the job has committed, over every run and pass (numbers the page spans).
+    let mut pages = job.pages;
     loop {
         // Users this pass skipped exist at Clerk but not in the table: the count check
         // allows for them instead of passing again (and naming them again).
         let mut skipped = 0;
         if !cursor.done {
-            match run_pass(ctx, job, &api, &db, cursor.clone(), pass_started_at).await? {
+            match run_pass(ctx, job, &api, &db, cursor.clone(), pass_started_at, &mut pages).await? {
                 (Stop::Finished, n) => skipped = n,
                 (other, _) => return Ok(other),
             }
@@ -232,7 +309,14 @@ async fn live_rows(pool: &deadpool_postgres::Pool) -> Result<i64, ProjectDbError
     UsersWriter::live_clerk_rows(&pool.get().await?).await
 }
 
-/// One pass from `cursor` to its last page, fetch and write pipelined.
+/// A parsed page on its way from the fetcher to the writer, with its span (open from the
+/// request to the commit).
+type PageInFlight = (tracing::Span, FetchedPage);
+
+/// One pass from `cursor` to its last page, fetch and write pipelined. Each page runs in a
+/// `backfill_page` span (job page number, pass, cursor position, users new to the pass;
+/// written and unchanged once committed), inside the job's `backfill` span; `pages` counts the job's
+/// committed pages.
 async fn run_pass(
     ctx: &BackfillContext,
     job: &JobRow,
@@ -240,28 +324,41 @@ async fn run_pass(
     db: &ProjectDb<'_>,
     cursor: BackfillCursor,
     pass_started_at: DateTime<Utc>,
+    pages: &mut i64,
 ) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
-    // Parsed pages between the fetcher and the writer, in order. With the one the writer is
-    // writing and the one the fetcher holds, the fetcher runs up to two pages ahead.
-    let (tx, mut rx) = mpsc::channel::<FetchedPage>(1);
+    // Parsed pages between the fetcher and the writer, in order, each with its span (open
+    // from the request to the commit). With the one the writer is writing and the one the
+    // fetcher holds, the fetcher runs up to two pages ahead.
+    let (tx, mut rx) = mpsc::channel::<PageInFlight>(1);
 
     // The fetcher asks for a page, parses it on the blocking pool (a few milliseconds: see
     // `page`) and asks for the next one while the writer writes the previous ones.
+    let mut number = *pages;
     let fetcher = async move {
         let mut cursor = cursor;
         loop {
+            number += 1;
+            let span = tracing::info_span!(
+                "backfill_page",
+                page = number,
+                pass = cursor.pass,
+                from_ms = cursor.from_ms,
+                users = tracing::field::Empty,
+                written = tracing::field::Empty,
+                unchanged = tracing::field::Empty,
+            );
             let query = cursor.query(limit);
             let page = tokio::select! {
-                r = api.list_users_page(&query) => r?,
+                r = api.list_users_page(&query).instrument(span.clone()) => r?,
                 _ = ctx.shutdown.draining() => return Ok::<(), JobError>(()),
             };
-            let c = cursor.clone();
-            let parsed = tokio::task::spawn_blocking(move || prepare(&c, page, limit))
+            let (c, parsing) = (cursor.clone(), span.clone());
+            let parsed = tokio::task::spawn_blocking(move || parsing.in_scope(|| prepare(&c, page, limit)))
                 .await
                 .map_err(|e| JobError::Internal(format!("page parser stopped: {e}")))?;
             let next = parsed.plan.next.clone();
-            if tx.send(parsed).await.is_err() || next.done {
+            if tx.send((span, parsed)).await.is_err() || next.done {
                 return Ok(());
             }
             cursor = next;
@@ -274,20 +371,31 @@ async fn run_pass(
     let pass_skipped = &mut skipped;
     let writer = async move {
         let mut waited = std::time::Instant::now();
-        while let Some(page) = rx.recv().await {
+        while let Some((span, page)) = rx.recv().await {
             let started = std::time::Instant::now();
+            // Users new to the pass: the overlap with the previous page is not counted twice.
+            span.record("users", page.plan.fetched);
             let reconcile = Reconcile { api, window: page.plan.reconcile.as_ref(), pass_started_at };
-            let Some(progress) = write_page(ctx, job, db, &page, &reconcile).await? else {
+            let committed = write_page(ctx, job, db, &page, &reconcile).instrument(span.clone()).await?;
+            let Some(progress) = committed else {
                 return Ok(Stop::LeaseLost);
             };
-            // Where a page's time goes: waiting for the fetcher, then writing (with its
-            // reconciliation) and committing.
-            tracing::debug!(
-                users = page.records.len(),
-                wait_ms = (started - waited).as_secs_f64() * 1e3,
-                write_ms = started.elapsed().as_secs_f64() * 1e3,
-                "page written"
-            );
+            *pages += 1;
+            span.record("written", progress.users_written);
+            span.record("unchanged", progress.users_stale);
+            // With where the page's time went: waiting for the fetcher, then writing (with
+            // its reconciliation) and committing.
+            span.in_scope(|| {
+                tracing::debug!(
+                    written = progress.users_written,
+                    unchanged = progress.users_stale,
+                    reconciled = progress.deletions_reconciled,
+                    skipped = progress.users_skipped,
+                    wait_ms = (started - waited).as_secs_f64() * 1e3,
+                    write_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "backfill page committed"
+                )
+            });
             waited = std::time::Instant::now();
             *pass_skipped += progress.users_skipped;
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")

@@ -128,17 +128,18 @@ pub fn counts_window(c: &WebhookCounts, window: chrono::TimeDelta) -> pb::Webhoo
 }
 
 pub fn webhooks(w: &WebhookStatsRow, last_hour: &WebhookCounts, inbox: &InboxBacklog) -> pb::WebhookStats {
+    let t = &w.totals;
     pb::WebhookStats {
-        applied: w.applied,
-        ignored_stale: w.ignored_stale,
-        ignored_duplicate: w.ignored_duplicate,
-        ignored_unhandled: w.ignored_unhandled,
-        rejected: w.rejected,
-        malformed: w.malformed,
+        applied: t.applied,
+        ignored_stale: t.ignored_stale,
+        ignored_duplicate: t.ignored_duplicate,
+        ignored_unhandled: t.ignored_unhandled,
+        rejected: t.rejected,
+        malformed: t.malformed,
         last_event_at: w.last_event_at.map(timestamp),
         last_error: w.last_error.clone().unwrap_or_default(),
         last_error_at: w.last_error_at.map(timestamp),
-        unavailable: w.unavailable,
+        unavailable: t.unavailable,
         queued: inbox.count,
         oldest_queued_at: inbox.oldest.map(timestamp),
         last_hour: Some(counts_window(last_hour, chrono::TimeDelta::hours(1))),

@@ -264,7 +264,22 @@ impl IngestService {
             Some((previous, until)) if received_at < *until => verify(previous).map_err(|_| e),
             _ => Err(e),
         })?;
+        // Recorded on the HTTP surface's `webhook_delivery` span: every later line carries it.
+        let record = |id: &Option<String>| {
+            if let Some(id) = id {
+                tracing::Span::current().record("delivery_id", tracing::field::display(id));
+            }
+        };
+        record(&delivery_id);
         let mut delivery = providers::parse(integration.provider, req.body, received_at)?;
+        let delivery_id = match delivery_id {
+            Some(id) => Some(id),
+            None => {
+                let from_body = delivery.delivery_id.take();
+                record(&from_body);
+                from_body
+            }
+        };
         let outcome = |disposition| IngestOutcome {
             disposition,
             delivery_id: delivery_id.clone(),

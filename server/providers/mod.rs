@@ -219,17 +219,20 @@ pub struct Delivery {
     /// known code without a `user_id` or a readable `date`). The rest of the batch applies;
     /// the answer says how many were skipped and the counters count them as malformed.
     pub skipped: usize,
+    /// The delivery's id when the provider puts it in the signed body rather than a header
+    /// (an Auth0 Event Streams CloudEvent's `id`); for logs and the inbox.
+    pub delivery_id: Option<String>,
 }
 
 impl Delivery {
     /// A delivery of a type the sync uses, asking for `changes`.
     pub fn handled(event_type: impl Into<String>, changes: Vec<UserChange>) -> Self {
-        Delivery { event_type: event_type.into(), changes, unhandled: false, skipped: 0 }
+        Delivery { event_type: event_type.into(), changes, unhandled: false, skipped: 0, delivery_id: None }
     }
 
     /// A delivery of a type the sync does not use.
     pub fn unhandled(event_type: impl Into<String>) -> Self {
-        Delivery { event_type: event_type.into(), changes: Vec::new(), unhandled: true, skipped: 0 }
+        Delivery { event_type: event_type.into(), changes: Vec::new(), unhandled: true, skipped: 0, delivery_id: None }
     }
 }
 

@@ -80,6 +80,19 @@ impl WebhookCounts {
         self.verified() + self.malformed + self.unavailable
     }
 
+    /// The seven counts in `by_outcome` order, from columns `first..first + 7` of `row`.
+    fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
+        WebhookCounts {
+            applied: row.get(first),
+            ignored_stale: row.get(first + 1),
+            ignored_duplicate: row.get(first + 2),
+            ignored_unhandled: row.get(first + 3),
+            rejected: row.get(first + 4),
+            malformed: row.get(first + 5),
+            unavailable: row.get(first + 6),
+        }
+    }
+
     /// Each count with its outcome's name ([`WebhookOutcome::as_str`]).
     pub fn by_outcome(&self) -> [(WebhookOutcome, i64); 7] {
         [
@@ -96,13 +109,8 @@ impl WebhookCounts {
 
 #[derive(Debug, Clone, Default)]
 pub struct WebhookStatsRow {
-    pub applied: i64,
-    pub ignored_stale: i64,
-    pub ignored_duplicate: i64,
-    pub ignored_unhandled: i64,
-    pub rejected: i64,
-    pub malformed: i64,
-    pub unavailable: i64,
+    /// Every delivery counted since the integration was created.
+    pub totals: WebhookCounts,
     pub last_event_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -200,13 +208,7 @@ impl ControlStore {
             .await?;
         Ok(row
             .map(|r| WebhookStatsRow {
-                applied: r.get(0),
-                ignored_stale: r.get(1),
-                ignored_duplicate: r.get(2),
-                ignored_unhandled: r.get(3),
-                rejected: r.get(4),
-                malformed: r.get(5),
-                unavailable: r.get(6),
+                totals: WebhookCounts::from_row(&r, 0),
                 last_event_at: r.get(7),
                 last_error: r.get(8),
                 last_error_at: r.get(9),
@@ -228,15 +230,7 @@ impl ControlStore {
                 &[&integration_id],
             )
             .await?;
-        Ok(WebhookCounts {
-            applied: r.get(0),
-            ignored_stale: r.get(1),
-            ignored_duplicate: r.get(2),
-            ignored_unhandled: r.get(3),
-            rejected: r.get(4),
-            malformed: r.get(5),
-            unavailable: r.get(6),
-        })
+        Ok(WebhookCounts::from_row(&r, 0))
     }
 
     /// The newest errors of the integration's authenticated deliveries, newest first.
@@ -295,15 +289,7 @@ impl ControlStore {
                 provider: r.get(1),
                 live: r.get(2),
                 last_event_or_configured_at: r.get(3),
-                totals: WebhookCounts {
-                    applied: r.get(4),
-                    ignored_stale: r.get(5),
-                    ignored_duplicate: r.get(6),
-                    ignored_unhandled: r.get(7),
-                    rejected: r.get(8),
-                    malformed: r.get(9),
-                    unavailable: r.get(10),
-                },
+                totals: WebhookCounts::from_row(r, 4),
                 backfill_failed: r.get(11),
             })
             .collect())

@@ -83,8 +83,8 @@ macro_rules! object_column {
 /// Rules 1, 2 and 4 for an `INSERT … SELECT` into `capydb_auth.users AS u` of user objects
 /// (`deleted_at` NULL) and deletions (`deleted_at` set, the other columns NULL):
 /// - a greater object replaces every column but `deleted_at` (sticky);
-/// - a deletion sets `deleted_at` on a live row, or moves it to an earlier time, and changes
-///   nothing else;
+/// - a deletion sets `deleted_at` on a live row and changes nothing else (moving an earlier
+///   delete time onto a deleted row is [`DELETED_EARLIER`]'s);
 /// - `last_sign_in_at` never moves back (a deletion brings none: `GREATEST` ignores NULL).
 ///
 /// Shared by the webhook merge and the backfill's page merge (objects only).
@@ -107,54 +107,50 @@ macro_rules! merge_on_conflict {
             object_key!("EXCLUDED"),
             " > ",
             object_key!("u"),
-            " ELSE u.deleted_at IS NULL OR EXCLUDED.deleted_at < u.deleted_at END"
+            " ELSE u.deleted_at IS NULL END"
         )
     };
 }
 
-/// Several transactions may write one table at once (group commits run side by side, the
-/// backfill, other replicas). So the statements read the stored rows they classify against
-/// with `FOR UPDATE` (in READ COMMITTED that waits for a concurrent writer and then sees its
-/// committed row), and lock and write rows in id order, so two batches cannot deadlock on
-/// each other.
+/// One layer (distinct ids) of objects and deletions, in one statement: arrays in
+/// (`deleted_at` NULL: an object; set: a deletion, whose `raw` is stored only as a
+/// tombstone's). Returns the rows it wrote and whether each was inserted.
 ///
-/// One layer (distinct ids) of objects and deletions, in one statement: arrays in, one row per
-/// user (`deleted_at` NULL: an object; set: a deletion, whose `raw` is stored only as a
-/// tombstone's). Returns, per input position, whether it was written (inserted or updated)
-/// and, before the statement, for an object whether the stored object was this very object
-/// (a duplicate), for a deletion whether the row was deleted already.
+/// Several transactions may write one table at once (group commits run side by side, the
+/// backfill, other replicas): `ON CONFLICT` waits for a concurrent writer of a row and
+/// decides against its committed version, and rows are taken in id order, so two batches
+/// cannot deadlock on each other. What was not written (stale, duplicate, deleted already)
+/// is rare and classified afterwards ([`CLASSIFY_UNWRITTEN`]).
 const MERGE: &str = concat!(
     "
-WITH input AS (
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
-    WITH ORDINALITY
-    AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at,
-         raw, ord)
-),
-prev AS (
-  SELECT u.id, u.deleted_at IS NOT NULL AS was_deleted,
-         CASE WHEN i.deleted_at IS NULL AND u.updated_at IS NOT DISTINCT FROM i.updated_at THEN md5(u.raw::text) END AS h
-  FROM capydb_auth.users u JOIN input i ON i.id = u.id
-  ORDER BY u.id FOR UPDATE OF u
-),
-written AS (
-  INSERT INTO capydb_auth.users AS u
-    (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw)
-  SELECT id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw
-  FROM input ORDER BY id
-  ",
+INSERT INTO capydb_auth.users AS u
+  (id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
+  AS t(id, email, first_name, last_name, username, image_url, created_at, updated_at, last_sign_in_at, deleted_at, raw)
+ORDER BY id
+",
     merge_on_conflict!(),
     "
-  RETURNING u.id, (xmax = 0) AS inserted
-)
-SELECT i.ord, w.id IS NOT NULL, COALESCE(w.inserted, false),
-       CASE WHEN i.deleted_at IS NOT NULL THEN COALESCE(p.was_deleted, false)
-            WHEN p.h IS NULL THEN false
-            ELSE p.h = md5(i.raw::text) END
-FROM input i LEFT JOIN written w ON w.id = i.id LEFT JOIN prev p ON p.id = i.id
-ORDER BY i.ord"
+RETURNING u.id, (xmax = 0)"
 );
+
+/// For objects the merge did not write: whether the stored object is this very object (a
+/// duplicate) rather than a greater one (this one is stale). Rows only grow under rule 1, so
+/// reading after the merge classifies exactly as reading at it would — or as if this object
+/// had arrived after the newer one, which it did not beat.
+const CLASSIFY_UNWRITTEN: &str = "
+SELECT COALESCE(u.updated_at IS NOT DISTINCT FROM i.updated_at AND md5(u.raw::text) = md5(i.raw::text), false)
+FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) WITH ORDINALITY AS i(id, updated_at, raw, ord)
+LEFT JOIN capydb_auth.users u ON u.id = i.id
+ORDER BY i.ord";
+
+/// Rule 2 for deletions of rows deleted already: of two delete times the earliest stays, so
+/// the column converges whatever the arrival order.
+const DELETED_EARLIER: &str = "
+UPDATE capydb_auth.users AS u SET deleted_at = i.at
+FROM unnest($1::text[], $2::timestamptz[]) AS i(id, at)
+WHERE u.id = i.id AND u.deleted_at > i.at";
 
 /// Rule 4 for objects that lost rule 1: an older object's sign-in time still moves
 /// `last_sign_in_at` forward, so the column converges to the latest sign-in whatever the
@@ -379,9 +375,9 @@ impl UsersWriter {
     }
 
     /// Whether `changes` apply as one statement (one layer of one kind of change), which is
-    /// atomic without a transaction. Objects that lose rule 1 may still move a sign-in time
-    /// forward in a second statement; that rule is monotonic on its own, so it needs no
-    /// atomicity with the first.
+    /// atomic without a transaction. What follows the merge for the few changes it did not
+    /// write needs no atomicity with it: classifying reads, and the sign-in and delete-time
+    /// moves are monotonic on their own.
     pub fn is_one_statement(changes: &[&UserChange]) -> bool {
         let kind = |c: &UserChange| match c {
             UserChange::Upsert(_) | UserChange::Delete(_) => 1,
@@ -400,35 +396,53 @@ impl UsersWriter {
         if layer.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = Self::run_merge(c, layer).await?;
+        let written: HashMap<String, bool> =
+            Self::run_merge(c, layer).await?.iter().map(|r| (r.get(0), r.get(1))).collect();
         let mut outcomes = Vec::with_capacity(layer.len());
-        // Positions in `outcomes` of objects that lost rule 1 but carry a sign-in time.
-        let mut lost_with_sign_in: Vec<(usize, &UserRecord)> = Vec::new();
-        for (row, &(i, change)) in rows.iter().zip(layer) {
-            let (written, inserted, before): (bool, bool, bool) = (row.get(1), row.get(2), row.get(3));
-            let outcome = match change {
-                UserChange::Delete(_) => match (written, inserted, before) {
-                    (true, true, _) => MergeOutcome::Tombstoned,
-                    (true, false, false) => MergeOutcome::Deleted,
-                    // Already deleted: at most its delete time moved to the earlier one.
-                    (true, false, true) | (false, _, _) => MergeOutcome::AlreadyDeleted,
-                },
-                // `before`: the stored object was this one.
-                _ => match (written, inserted, before) {
-                    (true, true, _) => MergeOutcome::Inserted,
-                    (true, false, _) => MergeOutcome::Updated,
-                    (false, _, true) => MergeOutcome::Duplicate,
-                    (false, _, false) => {
-                        if let UserChange::Upsert(record) = change {
-                            if record.last_sign_in_at.is_some() {
-                                lost_with_sign_in.push((outcomes.len(), record));
-                            }
-                        }
-                        MergeOutcome::Stale
+        // Objects not written: duplicates or stale, told apart below.
+        let mut unwritten: Vec<(usize, &UserRecord)> = Vec::new();
+        // Deletions of rows deleted already: at most their delete time moves earlier.
+        let mut deleted_already: Vec<&UserDeletion> = Vec::new();
+        for &(i, change) in layer {
+            let outcome = match (change, written.get(change.user_id())) {
+                (UserChange::Delete(_), Some(true)) => MergeOutcome::Tombstoned,
+                (UserChange::Delete(_), Some(false)) => MergeOutcome::Deleted,
+                (UserChange::Delete(d), None) => {
+                    deleted_already.push(d);
+                    MergeOutcome::AlreadyDeleted
+                }
+                (_, Some(true)) => MergeOutcome::Inserted,
+                (_, Some(false)) => MergeOutcome::Updated,
+                (change, None) => {
+                    if let UserChange::Upsert(record) = change {
+                        unwritten.push((outcomes.len(), record));
                     }
-                },
+                    MergeOutcome::Stale
+                }
             };
             outcomes.push((i, outcome));
+        }
+        if !deleted_already.is_empty() {
+            let ids: Vec<&str> = deleted_already.iter().map(|d| d.id.as_str()).collect();
+            let at: Vec<DateTime<Utc>> = deleted_already.iter().map(|d| d.deleted_at).collect();
+            let stmt = c.prepare_cached(DELETED_EARLIER).await?;
+            c.execute(&stmt, &[&ids, &at]).await?;
+        }
+        // Positions in `outcomes` of objects that lost rule 1 but carry a sign-in time.
+        let mut lost_with_sign_in: Vec<(usize, &UserRecord)> = Vec::new();
+        if !unwritten.is_empty() {
+            let ids: Vec<&str> = unwritten.iter().map(|(_, r)| r.id.as_str()).collect();
+            let updated: Vec<Option<DateTime<Utc>>> = unwritten.iter().map(|(_, r)| r.updated_at).collect();
+            let raws: Vec<&serde_json::Value> = unwritten.iter().map(|(_, r)| &r.raw).collect();
+            let stmt = c.prepare_cached(CLASSIFY_UNWRITTEN).await?;
+            let same = c.query(&stmt, &[&ids, &updated, &raws]).await?;
+            for (row, &(pos, record)) in same.iter().zip(&unwritten) {
+                if row.get::<_, bool>(0) {
+                    outcomes[pos].1 = MergeOutcome::Duplicate;
+                } else if record.last_sign_in_at.is_some() {
+                    lost_with_sign_in.push((pos, record));
+                }
+            }
         }
         if !lost_with_sign_in.is_empty() {
             // Rule 4 for the objects rule 1 turned away: their sign-in times still count.

@@ -1,7 +1,6 @@
 //! The service attacked on purpose (issue 11): an unsigned flood beside a steady stream of
 //! signed deliveries, and a failure-heavy run whose every answer and log line is searched for
 //! the secrets in play. The soak (`tests/soak.rs`) is the long-running sibling of these.
-use crate::helpers::*;
 use capydb_auth_sync_client::SignedRequest;
 use client::Provider;
 use serde_json::{json, Value};
@@ -9,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

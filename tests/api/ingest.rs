@@ -2,12 +2,12 @@
 //! per-delivery outcomes under group commit, isolation of a poisoned row, the integration
 //! cache across replicas, the durable inbox through project-database outages, locks and
 //! replicas, poison-proof values, convergent ties and forward-only sign-in times.
-use crate::helpers::*;
 use capydb_auth_sync_client::SignedRequest;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use test_harness::*;
 
 use client::Provider;
 

@@ -1,6 +1,6 @@
 //! Issue 2: the integration lifecycle over gRPC, validation, auth, the users table, secrets.
-use crate::helpers::*;
 use capydb_auth_sync_client::{ClientError, ConfigureIntegrationRequest, Credentials, Provider};
+use test_harness::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 

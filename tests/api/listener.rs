@@ -1,7 +1,7 @@
 //! The public listener defends itself (issue 11): slow senders and idle sockets are cut off,
 //! a pile of idle connections cannot keep signed deliveries out.
-use crate::helpers::*;
 use std::time::Duration;
+use test_harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

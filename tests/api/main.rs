@@ -1,11 +1,11 @@
 //! Integration tests: the real server, real Postgres, the real client crate, real HTTP.
-mod helpers;
-
+//! The shared harness (server, databases, signing, polling) is the `test_harness` crate.
 mod backfill;
 mod hardening;
 mod ingest;
 mod lifecycle;
 mod listener;
+mod logs;
 mod operations;
 mod ops;
 mod providers;

@@ -1,9 +1,9 @@
 //! Running it: the real binary's start-up checks and SIGTERM, the control database going
 //! away, graceful shutdown handing a backfill over.
-use crate::helpers::*;
-use capydb_auth_sync_client::{BackfillState, ConfigureIntegrationRequest, Credentials, Provider};
+use capydb_auth_sync_client::{BackfillState, Provider};
 use std::process::Stdio;
 use std::time::Duration;
+use test_harness::*;
 
 fn server_binary() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_capydb-auth-sync"));
@@ -59,17 +59,11 @@ async fn the_binary_serves_without_a_subcommand_and_exits_0_on_sigterm() {
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..400 {
-        if let Ok(r) = client.get(format!("http://{http}/readyz")).send().await {
-            ready = r.status() == 200;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ready, "the binary serves /readyz");
+    eventually("the binary serves /readyz", || async {
+        let r = client.get(format!("http://{http}/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
     let c = capydb_auth_sync_client::AuthSyncClient::connect(
         capydb_auth_sync_client::ClientConfig::new(format!("http://{grpc}")).with_token(TEST_TOKEN),
     )
@@ -120,15 +114,10 @@ async fn a_control_database_outage_is_503_on_readyz_and_unavailable_on_grpc_whil
     assert_eq!(err.code(), tonic::Code::Unavailable);
 
     proxy.restore().await;
-    let mut recovered = false;
-    for _ in 0..200 {
-        if app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap().status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(recovered);
+    eventually("/readyz recovers", || async {
+        (app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
     assert_eq!(
         app.send_clerk("ctl", &whsec, &body).await,
         (200, serde_json::json!({"status": "ignored", "reason": "duplicate"}))
@@ -156,18 +145,7 @@ async fn graceful_shutdown_hands_a_running_backfill_to_the_next_server_at_once()
     };
     let app = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(5);
-    app.client
-        .configure_raw_request(ConfigureIntegrationRequest {
-            project_id: "handover".into(),
-            provider: Provider::Clerk as i32,
-            database_url: project.clone(),
-            credentials: Some(Credentials {
-                secret_key: clerk.secret_key().into(),
-                webhook_signing_secret: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    app.configure_clerk_backfill("handover", clerk.secret_key(), &project).await;
     gate.wait_arrived().await;
     let shutting_down = tokio::spawn(app.shutdown());
     gate.release();
@@ -198,18 +176,7 @@ async fn watch_streams_end_when_the_server_drains_so_clients_can_move_on() {
     })
     .await;
     let gate = clerk.pause_users_request(3);
-    app.client
-        .configure_raw_request(ConfigureIntegrationRequest {
-            project_id: "drain".into(),
-            provider: Provider::Clerk as i32,
-            database_url: app.project_url.clone(),
-            credentials: Some(Credentials {
-                secret_key: clerk.secret_key().into(),
-                webhook_signing_secret: String::new(),
-            }),
-        })
-        .await
-        .unwrap();
+    app.configure_clerk_backfill("drain", clerk.secret_key(), &app.project_url).await;
     gate.wait_arrived().await;
     let mut stream = app.client.watch_backfill("drain", Provider::Clerk).await.unwrap();
     assert!(stream.next().await.unwrap().is_ok());
@@ -290,15 +257,10 @@ async fn during_the_drain_period_health_is_not_serving_and_deliveries_still_appl
         health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status
     };
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    let mut drained = false;
-    for _ in 0..200 {
-        if health_status().await == not_serving {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(drained, "health turns NOT_SERVING while the listeners stay open");
+    eventually("health turns NOT_SERVING while the listeners stay open", || async {
+        (health_status().await == not_serving).then_some(())
+    })
+    .await;
     let r = app.http.get(format!("http://{}/readyz", app.http_addr)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body =

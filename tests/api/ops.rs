@@ -3,12 +3,12 @@
 //! and the label values they select — after real deliveries, a backfill that met a Clerk 429,
 //! a full inbox and a control-database outage. (`promtool check rules` and `promtool test
 //! rules` check the PromQL itself where promtool can be installed: scripts/check-ops.sh.)
-use crate::helpers::*;
 use capydb_auth_sync_client::{BackfillState, Provider};
 use fake_clerk::Fault;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use test_harness::*;
 
 /// A metric selector of an expression: `name{label op "value", …}`.
 #[derive(Debug)]

@@ -1,10 +1,10 @@
 //! Auth0 and Better Auth webhooks over real HTTP: every fixture lands with the SPEC §2 columns
 //! and `raw`, the merge rules hold (stale, duplicate, sticky deletes, log-stream sightings),
 //! bad deliveries get their status and write nothing, counters add up, no secret is logged.
-use crate::helpers::*;
 use capydb_auth_sync_client::SignedRequest;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use test_harness::*;
 
 use client::Provider;
 

@@ -9,13 +9,13 @@
 //! SIGKILL, where nothing (cache, metrics recorder, instance id) is shared but the database.
 //! The last test shows that the in-process abrupt stop (dropping `app::run`) looks the same to
 //! the other replicas as that SIGKILL.
-use crate::helpers::*;
 use capydb_auth_sync_client::{AuthSyncClient, BackfillState, ClientConfig, Provider, SignedRequest};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::Duration;
+use test_harness::*;
 
 /// What every replica of one test shares: the control database, the keys, the token, Clerk.
 struct Cluster {

@@ -1,12 +1,12 @@
 //! Secrets that rotate without loss and admin writes without lost updates (issue 11): the
 //! replaced webhook secret keeps verifying for the grace period, concurrent Configure calls
 //! both take effect, and Configure racing `rotate-keys` leaves nothing under the old key.
-use crate::helpers::*;
 use capydb_auth_sync::crypto::Keyring;
 use capydb_auth_sync_client::SignedRequest;
 use client::Provider;
 use secrecy::SecretString;
 use std::time::Duration;
+use test_harness::*;
 
 fn secret(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -63,7 +63,8 @@ async fn concurrent_configure_calls_lose_nothing() {
         let new_secret = secret(&format!("auth0{round}"));
         let (a, b) = tokio::join!(
             async {
-                loop {
+                // Bounded: ABORTED means "send it again", which a client does a few times.
+                for _attempt in 0..20 {
                     match app
                         .client
                         .configure_integration("race", Provider::Auth0)
@@ -74,15 +75,18 @@ async fn concurrent_configure_calls_lose_nothing() {
                         other => return other,
                     }
                 }
+                panic!("round {round}: still ABORTED after 20 attempts")
             },
             async {
-                loop {
+                // Bounded: ABORTED means "send it again", which a client does a few times.
+                for _attempt in 0..20 {
                     match app.client.configure_integration("race", Provider::Auth0).database_url(other_db.clone()).await
                     {
                         Err(e) if e.code() == tonic::Code::Aborted => continue,
                         other => return other,
                     }
                 }
+                panic!("round {round}: still ABORTED after 20 attempts")
             },
         );
         a.unwrap();
@@ -126,7 +130,9 @@ async fn configure_racing_rotate_keys_leaves_every_secret_decryptable_with_the_n
     let configuring = async {
         for round in 0..4 {
             for i in 0..5 {
-                loop {
+                // Bounded: ABORTED means "send it again", which a client does a few times.
+                let mut configured = false;
+                for _attempt in 0..20 {
                     let r = app
                         .client
                         .configure_integration(format!("rk{i}"), Provider::Clerk)
@@ -136,10 +142,12 @@ async fn configure_racing_rotate_keys_leaves_every_secret_decryptable_with_the_n
                         Err(e) if e.code() == tonic::Code::Aborted => continue,
                         other => {
                             other.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                            configured = true;
                             break;
                         }
                     }
                 }
+                assert!(configured, "round {round}: still ABORTED after 20 attempts");
             }
         }
     };

@@ -2,11 +2,11 @@
 //! the recent errors (authenticated deliveries and backfills only, bounded), the lag, the inbox
 //! backlog, a previous webhook secret still accepted, and row counts of the integration's own
 //! provider.
-use crate::helpers::*;
 use capydb_auth_sync_client::{ConfigureIntegrationRequest, Credentials, Health, Provider, SignedRequest};
 use fake_clerk::Fault;
 use serde_json::{json, Value};
 use std::time::Duration;
+use test_harness::*;
 
 /// Deliveries must be applied now, never parked, also on a busy CI machine.
 fn patient() -> TestOptions {

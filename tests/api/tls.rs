@@ -2,7 +2,6 @@
 //! the outbound policy for `database_url`, and TLS / mTLS on the gRPC listener. Certificates
 //! come from a CA generated here with rcgen; the project database is a throwaway Postgres
 //! cluster started with `ssl=on` and a certificate of that CA.
-use crate::helpers::*;
 use capydb_auth_sync_client::{AuthSyncClient, ClientConfig, ClientError, ConfigureIntegrationRequest, Credentials};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -11,6 +10,7 @@ use rcgen::{
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use test_harness::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 

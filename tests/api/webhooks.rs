@@ -1,12 +1,12 @@
 //! Issue 3: live Clerk sync — signed deliveries over real HTTP, the merge rules under every
 //! delivery order, every rejection, a project database that goes away and comes back.
-use crate::helpers::*;
 use capydb_auth_sync_client::SignedRequest;
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::time::Duration;
+use test_harness::*;
 
 fn data_of(fixture_json: &str) -> Value {
     serde_json::from_str::<Value>(fixture_json).unwrap()["data"].clone()

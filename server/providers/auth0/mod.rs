@@ -213,8 +213,19 @@ fn handled(event_type: String, changes: Vec<UserChange>) -> Delivery {
     Delivery::handled(event_type, changes)
 }
 
-/// Event Streams: `{specversion, type, id, time, data: {object: profile}}`.
-fn cloud_event(mut event: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+/// Event Streams: `{specversion, type, id, time, data: {object: profile}}`. The event's `id`
+/// (the same on every retry) is the delivery id.
+fn cloud_event(event: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+    let id = match event.get("id") {
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control) => {
+            Some(id.clone())
+        }
+        _ => None,
+    };
+    Ok(Delivery { delivery_id: id, ..cloud_event_changes(event, received_at)? })
+}
+
+fn cloud_event_changes(mut event: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
     let event_type = match event.get("type") {
         Some(Value::String(t)) => normalize(t),
         _ => return Err(ParseError::Field("type")),

@@ -712,3 +712,16 @@ fn user_from_profile_errors() {
         assert_eq!(user_from_profile(&profile), Err(ParseError::Field(key)), "{key}");
     }
 }
+
+#[test]
+fn an_event_stream_cloudevent_id_is_the_delivery_id_and_other_shapes_have_none() {
+    let event = parse_fixture("event-stream.user.created.catalog-example.json");
+    assert_eq!(event.delivery_id.as_deref(), Some("evt_vjFVP5pVdfvsfRKatshkVV"));
+    let unhandled = parse_json(&json!({"specversion": "1.0", "type": "org.created", "id": "evt_1"})).unwrap();
+    assert_eq!(unhandled.delivery_id.as_deref(), Some("evt_1"), "known before the type is looked at");
+    let odd = parse_json(&json!({"specversion": "1.0", "type": "org.created", "id": "evt\n1"})).unwrap();
+    assert_eq!(odd.delivery_id, None, "an id with control characters is not kept");
+    let envelope = parse_json(&json!({"event": "user.deleted", "user": {"user_id": "auth0|1"}})).unwrap();
+    assert_eq!(envelope.delivery_id, None);
+    assert_eq!(parse_fixture("log-stream.jsonarray.ss-signup.json").delivery_id, None);
+}

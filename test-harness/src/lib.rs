@@ -150,14 +150,9 @@ fn unique(prefix: &str) -> String {
     format!("capytest_{secs}_{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// The repository root (this harness is also compiled into the client crate's tests).
+/// The repository root (this crate lives in its `test-harness/` directory).
 pub fn repo_root() -> std::path::PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if manifest.join("server").is_dir() {
-        manifest.to_path_buf()
-    } else {
-        manifest.parent().expect("client/ has a parent").to_path_buf()
-    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-harness/ has a parent").to_path_buf()
 }
 
 /// A fresh control database (migrated, from the template).
@@ -174,6 +169,14 @@ pub async fn new_project_db() -> String {
     let name = unique("prj");
     admin(pg).await.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
     pg.url_for(&name)
+}
+
+/// Drops a database made by [`new_control_db`] or [`new_project_db`] for a test that runs
+/// no `TestApp` (its connections are closed by force).
+pub async fn drop_database(url: &str) {
+    let (pg, _) = postgres().await;
+    let name = db_name(url);
+    let _ = admin(pg).await.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
 }
 
 pub async fn connect(url: &str) -> tokio_postgres::Client {
@@ -302,15 +305,12 @@ impl TestApp {
 
     /// Waits until the webhook listener answers /readyz (the control store is migrated).
     async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.http.get(format!("http://{}/readyz", self.http_addr)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("server did not become ready");
+        let url = format!("http://{}/readyz", self.http_addr);
+        eventually("the server answers /readyz", || async {
+            let r = self.http.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
     }
 
     /// Graceful shutdown; returns the server's result.
@@ -344,18 +344,7 @@ impl TestApp {
 
     /// Configures a live Clerk integration (webhook secret only, no backfill).
     pub async fn configure_clerk_webhooks(&self, project: &str, whsec: &str) -> client::Integration {
-        self.client
-            .configure_raw_request(client::ConfigureIntegrationRequest {
-                project_id: project.into(),
-                provider: client::Provider::Clerk as i32,
-                database_url: self.project_url.clone(),
-                credentials: Some(client::Credentials {
-                    secret_key: String::new(),
-                    webhook_signing_secret: whsec.into(),
-                }),
-            })
-            .await
-            .expect("configure")
+        self.configure_clerk_with(project, "", whsec, &self.project_url).await
     }
 
     pub fn webhook_url(&self, segment: &str, project: &str) -> String {
@@ -571,13 +560,34 @@ pub fn pg_addr(url: &str) -> SocketAddr {
 impl TestApp {
     /// Configures a live Clerk integration on another database.
     pub async fn configure_clerk_on(&self, project: &str, whsec: &str, database_url: &str) -> client::Integration {
+        self.configure_clerk_with(project, "", whsec, database_url).await
+    }
+
+    /// Configures a backfill-only Clerk integration (no webhook secret) on `database_url`.
+    pub async fn configure_clerk_backfill(
+        &self,
+        project: &str,
+        secret_key: &str,
+        database_url: &str,
+    ) -> client::Integration {
+        self.configure_clerk_with(project, secret_key, "", database_url).await
+    }
+
+    /// Configures a Clerk integration with exactly these credentials (empty: none).
+    pub async fn configure_clerk_with(
+        &self,
+        project: &str,
+        secret_key: &str,
+        whsec: &str,
+        database_url: &str,
+    ) -> client::Integration {
         self.client
             .configure_raw_request(client::ConfigureIntegrationRequest {
                 project_id: project.into(),
                 provider: client::Provider::Clerk as i32,
                 database_url: database_url.into(),
                 credentials: Some(client::Credentials {
-                    secret_key: String::new(),
+                    secret_key: secret_key.into(),
                     webhook_signing_secret: whsec.into(),
                 }),
             })
@@ -603,17 +613,27 @@ pub fn ms(t: i64) -> chrono::DateTime<chrono::Utc> {
 /// Polls `probe` every 25 ms until it returns `Some`, for at most 15 s; panics naming `what`
 /// otherwise. For effects that land asynchronously by design (cache invalidation across
 /// replicas, the inbox drain), never to paper over a race.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    eventually_within(what, Duration::from_secs(15), probe).await
+}
+
+/// [`eventually`] with another bound, for the few waits that are long by design (a
+/// rate-limited backfill, the soak's drain).
+pub async fn eventually_within<T, F, Fut>(what: &str, bound: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
     loop {
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what} ({bound:?})");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
