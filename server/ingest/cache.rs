@@ -295,12 +295,11 @@ impl IntegrationCache {
             }
             Err(e) => {
                 crate::metrics::control_store_error("integration_cache", &e);
-                // The row changed but cannot be read: drop the stale entry so a lookup asks
-                // the control database again (until the next full load restores it).
-                tracing::warn!(error = %e, "could not reload a changed integration");
-                let mut state = self.state.write().expect("cache lock poisoned");
-                state.entries.retain(|_, e| e.row.id != integration_id);
-                state.complete = false;
+                // The row changed but cannot be read (the control database is going away):
+                // keep serving what is cached — dropping it would turn the integration's
+                // deliveries into 503s for as long as the outage lasts. The next full re-read
+                // (on reconnect, or the periodic revalidation) brings the change.
+                tracing::warn!(error = %e, "could not reload a changed integration; keeping the cached one until the next full re-read");
             }
         }
     }
