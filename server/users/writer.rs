@@ -342,7 +342,7 @@ impl UsersWriter {
     ///
     /// The changes are cut into layers: layer *k* holds the *k*-th change of every user, so
     /// the ids in a layer are distinct, and one multi-row statement applies its objects and
-    /// deletions ([`MERGE`]), one its signups and one its logins (`ON CONFLICT` may touch a
+    /// deletions (`MERGE`), one its signups and one its logins (`ON CONFLICT` may touch a
     /// row only once per statement). Layers run in order, so two
     /// changes to one user meet the merge rules in their arrival order; most batches are a
     /// single layer.
