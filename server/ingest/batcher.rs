@@ -151,7 +151,9 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>, settings: BatchSettings) {
                 Err(_) => break,
             }
         }
-        if had_company && size < settings.max_changes {
+        // Not even a zero linger: tokio's timer rounds a deadline up to its next millisecond
+        // tick, so `timeout_at(now)` waits up to a millisecond when nothing else is queued.
+        if had_company && !settings.linger.is_zero() && size < settings.max_changes {
             let deadline = tokio::time::Instant::now() + settings.linger;
             while size < settings.max_changes {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
