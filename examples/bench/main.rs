@@ -272,9 +272,11 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
         }
         let commits_before = server.group_commits().await?;
         let cpu_before = server.cpu_time()?;
+        let sender_cpu_before = server::cpu_time(std::process::id())?;
         let pg_cpu = pgcpu::PgCpu::start(&pg.url_for("postgres"), &dbs.project).await?;
         let service = load::run_service(&url, deliveries, in_flight, opts.budget).await?;
         let service_pg_cpu = pg_cpu.finish().await?;
+        let service_sender_cpu = server::cpu_time(std::process::id())?.saturating_sub(sender_cpu_before);
         let service_cpu = server.cpu_time()?.saturating_sub(cpu_before);
         let commits_after = server.group_commits().await?;
         let group_commits = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
@@ -297,6 +299,7 @@ async fn webhooks(pg: &LocalPostgres, dbs: &Databases, opts: &Options, server: &
             baseline_client_cpu,
             baseline_pg_cpu,
             service,
+            service_sender_cpu,
             service_pg_cpu,
             service_cpu,
             group_commits,

@@ -14,6 +14,8 @@ pub struct Pair {
     /// CPU time of the baseline database's Postgres backends during the baseline run.
     pub baseline_pg_cpu: Duration,
     pub service: RunStats,
+    /// CPU time of the bench process while the service ran: what its HTTP sender spent.
+    pub service_sender_cpu: Duration,
     /// CPU time of the server process during the service run.
     pub service_cpu: Duration,
     /// CPU time of the project database's Postgres backends during the service run.
@@ -112,7 +114,11 @@ pub fn render(ctx: &Context, pairs: &[Pair], peak_rss_c64: Option<u64>) -> Strin
             &mut out,
             "capydb-auth-sync",
             &p.service,
-            format!("{:.3} (server)", p.service_cpu_ms()),
+            format!(
+                "{:.3} (server; sender {:.3})",
+                p.service_cpu_ms(),
+                per_event_ms(p.service_sender_cpu, p.service.applied + p.service.ignored)
+            ),
             p.service_pg_cpu,
             format!("{commits:.0} ({:.1})", carried / commits.max(1.0)),
             if p.tables_equal { "yes" } else { "NO" },
