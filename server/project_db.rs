@@ -642,18 +642,25 @@ mod tls {
 
     /// Verifies the chain against `roots` but not the host name (`verify-ca`).
     pub fn chain_only(roots: Arc<RootCertStore>) -> MakeRustlsConnect {
-        MakeRustlsConnect::new(client_config(Arc::new(ChainOnly { roots, provider: provider() })))
+        MakeRustlsConnect::new(client_config(Arc::new(HostAgnostic { roots: Some(roots), provider: provider() })))
     }
 
-    /// libpq `verify-ca`: the certificate must chain to a trusted root, be valid now and be
-    /// meant for servers; which host it names does not matter.
+    /// Encrypts without verifying the server certificate, as libpq's `require` does.
+    pub fn unverified() -> MakeRustlsConnect {
+        MakeRustlsConnect::new(client_config(Arc::new(HostAgnostic { roots: None, provider: provider() })))
+    }
+
+    /// The libpq modes that never check the host name: `verify-ca` (with `roots`: the
+    /// certificate must chain to a trusted root, be valid now and be meant for servers) and
+    /// `require` (without: anything is accepted; the handshake's signatures are still checked,
+    /// so the connection is encrypted to whoever holds the presented key).
     #[derive(Debug)]
-    struct ChainOnly {
-        roots: Arc<RootCertStore>,
+    struct HostAgnostic {
+        roots: Option<Arc<RootCertStore>>,
         provider: Arc<rustls::crypto::CryptoProvider>,
     }
 
-    impl ServerCertVerifier for ChainOnly {
+    impl ServerCertVerifier for HostAgnostic {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -662,14 +669,16 @@ mod tls {
             _ocsp_response: &[u8],
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            let cert = ParsedCertificate::try_from(end_entity)?;
-            verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                &self.roots,
-                intermediates,
-                now,
-                self.provider.signature_verification_algorithms.all,
-            )?;
+            if let Some(roots) = &self.roots {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    self.provider.signature_verification_algorithms.all,
+                )?;
+            }
             Ok(ServerCertVerified::assertion())
         }
 
@@ -693,50 +702,6 @@ mod tls {
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.provider.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    /// Encrypts without verifying the server certificate, as libpq's `require` does.
-    pub fn unverified() -> MakeRustlsConnect {
-        let provider = provider();
-        MakeRustlsConnect::new(client_config(Arc::new(NoVerify(provider))))
-    }
-
-    #[derive(Debug)]
-    struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for NoVerify {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }
