@@ -1092,7 +1092,9 @@ async fn a_superseded_runners_multi_page_batch_commits_nothing() {
     first.release();
     // Page 6 is asked for only once page 5 is handed to the writer: pages 2–5 are queued
     // behind page 1's write, which waits on lock A.
-    sixth.wait_arrived().await;
+    tokio::time::timeout(Duration::from_secs(60), sixth.wait_arrived())
+        .await
+        .expect("page 6 is asked for: pages 2–5 wait in the queue behind the blocked write");
     wait_blocked_by(&app, pid_a).await;
     lock_a.batch_execute("COMMIT").await.unwrap();
     // The next write takes every queued page and waits on lock B (page 5's user).
@@ -1163,7 +1165,9 @@ async fn a_batch_of_pages_commits_as_one_and_resumes_from_its_last_page() {
     let lock = app.project().await;
     let pid = lock_user_row(&app, "batch-resume", &whsec, &users[10], &lock).await;
     first.release();
-    sixth.wait_arrived().await;
+    tokio::time::timeout(Duration::from_secs(60), sixth.wait_arrived())
+        .await
+        .expect("page 6 is asked for: pages 2–5 wait in the queue behind the blocked write");
     wait_blocked_by(&app, pid).await;
     lock.batch_execute("COMMIT").await.unwrap();
 
