@@ -1,14 +1,16 @@
 //! Clerk backfill: lists every user through the Backend API and writes them through the same
 //! users-table writer as webhooks. Jobs live in the control store; a lease keeps one runner
-//! per job across replicas, and a checkpoint after every committed page lets an interrupted
-//! job resume where it stopped.
+//! per job across replicas, and a checkpoint after every committed write (a page, or a batch
+//! of the pages already fetched when the writer falls behind) lets an interrupted job resume
+//! where it stopped.
 //!
 //! - `clerk_api`: HTTP client, sorting failures for the retry policy;
 //! - `limiter`: the per-key rate limit at Clerk's documented rate, backing off on 429s;
 //! - `page`: reading a listed page with as little work as the columns need;
 //! - `retry`: the one retry policy (Clerk calls and page writes);
 //! - `cursor`: the paging strategy (and why it is complete under churn);
-//! - `runner`: one job from claim to finish, fetch and write pipelined, fenced by the lease;
+//! - `runner`: one job from claim to finish, fetch and write pipelined, pages batched when the
+//!   writer falls behind, fenced by the lease;
 //! - this module: starting jobs and picking up queued or orphaned ones, at most
 //!   `backfill.concurrency` at once in this replica (the rest stay queued, visibly, for this
 //!   replica's next free slot or another replica).

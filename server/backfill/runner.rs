@@ -1,14 +1,39 @@
 //! Runs one backfill job: claim the lease, count users, then fetch pages and write them
-//! pipelined (the next page is fetched and parsed while the previous one is written),
-//! checkpointing with every committed page. The lease is renewed by checkpoints and a
-//! heartbeat; losing it (another replica took over, the job was cancelled or superseded, or
+//! pipelined (the next pages are fetched and parsed while the previous ones are written),
+//! checkpointing with every committed batch of pages. The lease is renewed by checkpoints and
+//! a heartbeat; losing it (another replica took over, the job was cancelled or superseded, or
 //! the integration was deleted) stops the runner.
+//!
+//! # Batches of pages (a group commit)
+//!
+//! Each write is one project-database transaction with a durable commit, plus a fenced
+//! checkpoint on the control database: a fixed cost per write that a 500-user page pays in
+//! full. So when the writer has fallen behind the fetcher (unthrottled, the usual case: the
+//! writer is the bottleneck), it takes every page already parsed, up to [`MAX_BATCH_PAGES`],
+//! and writes them as one: one transaction, one probe and `COPY` of all their users (a user
+//! the cursor's overlap lists on two pages of the batch is written once), one commit and one
+//! checkpoint, which is the batch's last page's cursor. When the fetcher is the slower side
+//! (a rate limit), batches are single pages, as before. Everything that holds per page still
+//! holds per batch, because a batch is just a longer page: the fence covers the whole batch
+//! (it commits entirely under the lease or not at all); a resume starts after the last
+//! committed batch and writes nothing twice but the overlap; each page's reconciliation
+//! window keeps its own candidates (the rows *its* listing lacks), looked up in the batch's
+//! transaction after all its rows are written, so a row written meanwhile (a back-dated
+//! import's webhook) is asked of Clerk like before; a poison user is skipped from the batch.
+//! Memory stays bounded: at most `MAX_BATCH_PAGES` pages written, as many queued and one
+//! being fetched.
+//!
+//! Overlapping a batch's commit and checkpoint with the next batch's write (on a second
+//! connection) was considered and not done: once batched, the commit and checkpoint are a
+//! few milliseconds per four pages, and the next write would have to wait for the previous
+//! commit anyway where their rows meet (the overlap user), and be rolled back with it if the
+//! lease was lost.
 //!
 //! # Fenced writes
 //!
 //! A runner that lost its lease must not commit: a superseded runner's in-flight page from a
-//! development instance could otherwise reconcile away production rows. Every page — its
-//! upserts and its reconciliation, in one project-database transaction — commits only
+//! development instance could otherwise reconcile away production rows. Every batch of pages
+//! — their upserts and their reconciliation, in one project-database transaction — commits only
 //! inside [`crate::store::ControlStore::checkpoint_fenced`]: a control-database transaction first updates
 //! the job row *where this runner still owns the lease* (recording the page's counters and
 //! cursor), and only if that row matched does the project transaction commit, while the
@@ -36,6 +61,7 @@
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -328,9 +354,10 @@ async fn run_pass(
 ) -> Result<(Stop, i64), JobError> {
     let limit = ctx.clerk.settings().page_size;
     // Parsed pages between the fetcher and the writer, in order, each with its span (open
-    // from the request to the commit). With the one the writer is writing and the one the
-    // fetcher holds, the fetcher runs up to two pages ahead.
-    let (tx, mut rx) = mpsc::channel::<PageInFlight>(1);
+    // from the request to the commit). The writer takes every page that is ready, up to
+    // `MAX_BATCH_PAGES`, so with the batch it is writing and the page the fetcher holds, at
+    // most `2 × MAX_BATCH_PAGES + 1` pages are in memory whatever the number of users.
+    let (tx, mut rx) = mpsc::channel::<PageInFlight>(MAX_BATCH_PAGES);
 
     // The fetcher asks for a page, parses it on the blocking pool (a few milliseconds: see
     // `page`) and asks for the next one while the writer writes the previous ones.
@@ -371,38 +398,64 @@ async fn run_pass(
     let pass_skipped = &mut skipped;
     let writer = async move {
         let mut waited = std::time::Instant::now();
-        while let Some((span, page)) = rx.recv().await {
+        let mut batch: Vec<PageInFlight> = Vec::with_capacity(MAX_BATCH_PAGES);
+        while let Some(first) = rx.recv().await {
             let started = std::time::Instant::now();
-            // Users new to the pass: the overlap with the previous page is not counted twice.
-            span.record("users", page.plan.fetched);
-            let reconcile = Reconcile { api, window: page.plan.reconcile.as_ref(), pass_started_at };
-            let committed = write_page(ctx, job, db, &page, &reconcile).instrument(span.clone()).await?;
+            // Adaptive batching (a group commit of pages): when the writer has fallen behind,
+            // every page already parsed goes into this one transaction, up to the cap; when
+            // the fetcher is the slower side (a rate limit), batches are single pages.
+            batch.push(first);
+            while batch.len() < MAX_BATCH_PAGES && !batch[batch.len() - 1].1.plan.next.done {
+                match rx.try_recv() {
+                    Ok(page) => batch.push(page),
+                    Err(_) => break,
+                }
+            }
+            for (span, page) in &batch {
+                // Users new to the pass: the overlap with the previous page is not counted twice.
+                span.record("users", page.plan.fetched);
+            }
+            let last_span = batch[batch.len() - 1].0.clone();
+            let pages_of_batch: Vec<&FetchedPage> = batch.iter().map(|(_, page)| page).collect();
+            let reconcile = Reconcile {
+                api,
+                windows: pages_of_batch.iter().filter_map(|p| p.plan.reconcile.as_ref()).collect(),
+                pass_started_at,
+            };
+            let committed =
+                write_batch(ctx, job, db, &pages_of_batch, &reconcile).instrument(last_span.clone()).await?;
             let Some(progress) = committed else {
                 return Ok(Stop::LeaseLost);
             };
-            *pages += 1;
-            span.record("written", progress.users_written);
-            span.record("unchanged", progress.users_stale);
-            // With where the page's time went: waiting for the fetcher, then writing (with
-            // its reconciliation) and committing.
-            span.in_scope(|| {
-                tracing::debug!(
-                    written = progress.users_written,
-                    unchanged = progress.users_stale,
-                    reconciled = progress.deletions_reconciled,
-                    skipped = progress.users_skipped,
-                    wait_ms = (started - waited).as_secs_f64() * 1e3,
-                    write_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "backfill page committed"
-                )
-            });
+            let finished = pages_of_batch[pages_of_batch.len() - 1].plan.next.done;
+            // The batch's counts go on its last page's span (the commit is the batch's).
+            last_span.record("written", progress.users_written);
+            last_span.record("unchanged", progress.users_stale);
+            // One line per page, with where the batch's time went: waiting for the fetcher,
+            // then writing (with its reconciliation) and committing; counts are the batch's.
+            for (span, _) in &batch {
+                *pages += 1;
+                span.in_scope(|| {
+                    tracing::debug!(
+                        batch_pages = batch.len(),
+                        written = progress.users_written,
+                        unchanged = progress.users_stale,
+                        reconciled = progress.deletions_reconciled,
+                        skipped = progress.users_skipped,
+                        wait_ms = (started - waited).as_secs_f64() * 1e3,
+                        write_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "backfill page committed"
+                    )
+                });
+            }
+            batch.clear();
             waited = std::time::Instant::now();
             *pass_skipped += progress.users_skipped;
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "fetched")
                 .increment(progress.users_fetched as u64);
             metrics::counter!("capydb_auth_sync_backfill_users_total", "stage" => "written")
                 .increment(progress.users_written as u64);
-            if page.plan.next.done {
+            if finished {
                 return Ok(Stop::Finished);
             }
             if ctx.shutdown.is_draining() {
@@ -470,31 +523,22 @@ struct Confirmed {
 /// Requests by id in flight at once (they share the key's rate limiter anyway).
 const CONFIRM_CONCURRENCY: usize = 4;
 
-/// Asks Clerk about every candidate of a listed window (SPEC §5: delete only on a 404).
+/// Asks Clerk about every candidate of a batch's listed windows (SPEC §5: delete only on a
+/// 404). The candidates are looked up on the batch's transaction, after its rows are written.
 async fn confirm_candidates(
     api: &ClerkApi,
-    db: &ProjectDb<'_>,
-    window: &ReconcileWindow,
+    tx: &deadpool_postgres::Transaction<'_>,
+    windows: &[&ReconcileWindow],
     pass_started_at: DateTime<Utc>,
 ) -> Result<Confirmed, JobError> {
-    let seen: Vec<&str> = window.ids.iter().map(String::as_str).collect();
-    let candidates = with_retries(
-        &write_policy(),
-        "reconciliation candidates",
-        || async {
-            let client = db.pool()?.get().await?;
-            UsersWriter::reconcile_candidates(&client, window.from, window.to, pass_started_at, &seen).await
-        },
-        |e| {
-            if matches!(e, ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_)) {
-                Retry::Backoff
-            } else {
-                Retry::No
-            }
-        },
-    )
-    .await
-    .map_err(|e| e.error)?;
+    // One statement per window (each a range scan of the `created_at` index with its own
+    // bounds), sent together: one round trip.
+    let seen: Vec<Vec<&str>> = windows.iter().map(|w| w.ids.iter().map(String::as_str).collect()).collect();
+    let lookups = windows
+        .iter()
+        .zip(&seen)
+        .map(|(w, seen)| UsersWriter::reconcile_candidates(tx, w.from, w.to, pass_started_at, seen));
+    let candidates: Vec<String> = futures::future::try_join_all(lookups).await?.into_iter().flatten().collect();
     let mut confirmed = Confirmed { checked: candidates.len() as i64, ..Confirmed::default() };
     if candidates.is_empty() {
         return Ok(confirmed);
@@ -535,36 +579,44 @@ fn write_policy() -> RetryPolicy {
     RetryPolicy { base: Duration::from_millis(400), max_attempts: 5, max_throttled: 0 }
 }
 
-/// A page's reconciliation: its listed window, if any, and how to ask Clerk about it.
+/// A batch's reconciliation: the listed windows of its pages, and how to ask Clerk about
+/// them.
 struct Reconcile<'a> {
     api: &'a ClerkApi,
-    window: Option<&'a ReconcileWindow>,
+    windows: Vec<&'a ReconcileWindow>,
     pass_started_at: DateTime<Utc>,
 }
 
 impl Reconcile<'_> {
-    async fn confirm(&self, db: &ProjectDb<'_>) -> Result<Confirmed, JobError> {
-        match self.window {
-            Some(window) => confirm_candidates(self.api, db, window, self.pass_started_at).await,
-            None => Ok(Confirmed::default()),
+    async fn confirm(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<Confirmed, JobError> {
+        if self.windows.is_empty() {
+            return Ok(Confirmed::default());
         }
+        confirm_candidates(self.api, tx, &self.windows, self.pass_started_at).await
     }
 }
 
-/// Writes one page and its reconciliation in one project-database transaction that commits
-/// only under the lease (see the module docs), retrying while the project database is
-/// unavailable. `None` = the lease is lost and nothing was committed.
-async fn write_page(
+/// Pages written in one project-database transaction at most: when the writer falls behind
+/// the fetcher, the pages already parsed are written together, paying the transaction, the
+/// durable commit and the fenced checkpoint once. Also bounds the pages in memory (see
+/// `run_pass`).
+const MAX_BATCH_PAGES: usize = 4;
+
+/// Writes a batch of consecutive pages and their reconciliation in one project-database
+/// transaction that commits only under the lease (see the module docs), retrying while the
+/// project database is unavailable; the checkpoint is the last page's cursor. `None` = the
+/// lease is lost and nothing was committed.
+async fn write_batch(
     ctx: &BackfillContext,
     job: &JobRow,
     db: &ProjectDb<'_>,
-    page: &FetchedPage,
+    batch: &[&FetchedPage],
     reconcile: &Reconcile<'_>,
 ) -> Result<Option<JobProgress>, JobError> {
     with_retries(
         &write_policy(),
         "backfill page write",
-        || write_page_once(ctx, job, db, page, reconcile),
+        || write_batch_once(ctx, job, db, batch, reconcile),
         |e| {
             if matches!(e, JobError::Project(ProjectDbError::Unavailable(_) | ProjectDbError::Conflict(_))) {
                 Retry::Backoff
@@ -577,28 +629,55 @@ async fn write_page(
     .map_err(|e| e.error)
 }
 
-async fn write_page_once(
+/// The rows of a batch, each user once where pages repeat it with the same object (the
+/// cursor's overlap: a page lists the previous page's last millisecond again), and how many
+/// repeats were dropped. A user listed again *changed* (it was updated between the two
+/// requests) keeps both rows: `upsert_page` then applies them in order, as separate pages
+/// would have.
+fn batch_rows<'a>(batch: &[&'a FetchedPage]) -> (Vec<PageRow<'a>>, usize) {
+    let capacity = batch.iter().map(|p| p.records.len()).sum();
+    let mut rows: Vec<PageRow<'a>> = Vec::with_capacity(capacity);
+    let mut seen: HashMap<&'a str, usize> = HashMap::with_capacity(capacity);
+    let mut repeats = 0;
+    for page in batch {
+        for (record, raw) in page.records.iter().zip(&page.raw_text) {
+            let row = PageRow { record, raw_json: raw.map(|i| page.page.user(i)) };
+            if let Some(&at) = seen.get(record.id.as_str()) {
+                let earlier = &rows[at];
+                let same = match (earlier.raw_json, row.raw_json) {
+                    (Some(a), Some(b)) => a == b,
+                    (None, None) => earlier.record == record,
+                    _ => false,
+                };
+                if same {
+                    repeats += 1;
+                    continue;
+                }
+            }
+            seen.insert(record.id.as_str(), rows.len());
+            rows.push(row);
+        }
+    }
+    (rows, repeats)
+}
+
+async fn write_batch_once(
     ctx: &BackfillContext,
     job: &JobRow,
     db: &ProjectDb<'_>,
-    page: &FetchedPage,
+    batch: &[&FetchedPage],
     reconcile: &Reconcile<'_>,
 ) -> Result<Option<JobProgress>, JobError> {
     let mut client = db.pool()?.get().await.map_err(ProjectDbError::from)?;
     let mut tx = client.transaction().await.map_err(ProjectDbError::from)?;
-    let mut skipped: Vec<String> = page.skipped.clone();
-    let rows: Vec<PageRow<'_>> = page
-        .records
-        .iter()
-        .zip(&page.raw_text)
-        .map(|(record, raw)| PageRow { record, raw_json: raw.map(|i| page.page.user(i)) })
-        .collect();
-    // The window's candidates are looked for (on another connection) and asked of Clerk while
-    // the page is written: at write time, so a user that reached the table while the page
-    // waited (a back-dated import) is asked about; candidates are never in the page (they are
-    // the rows its listing lacks), so the two cannot meet.
-    let (outcome, confirmed) = tokio::join!(upsert_poison_proof(&mut tx, &rows, &mut skipped), reconcile.confirm(db));
-    let (outcome, confirmed) = (outcome?, confirmed?);
+    let mut skipped: Vec<String> = batch.iter().flat_map(|p| p.skipped.iter().cloned()).collect();
+    let (rows, repeats) = batch_rows(batch);
+    let outcome = upsert_poison_proof(&mut tx, &rows, &mut skipped).await?;
+    // The windows' candidates are looked for once the pages are written, in the same
+    // transaction, and asked of Clerk: a user that reached the table while its page waited
+    // (a back-dated import whose webhook landed, even during this write) is asked about,
+    // never deleted unseen. The batch's own rows are listed, so never candidates.
+    let confirmed = reconcile.confirm(&tx).await?;
     skipped.extend(confirmed.skipped.iter().cloned());
     let kept_rows: Vec<PageRow<'_>> = confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }).collect();
     let kept_outcome = upsert_poison_proof(&mut tx, &kept_rows, &mut skipped).await?;
@@ -608,19 +687,23 @@ async fn write_page_once(
     let reconciled =
         if gone.is_empty() { 0 } else { UsersWriter::delete_confirmed(&tx, &gone, Utc::now()).await? as i64 };
     let kept = confirmed.kept.len() as i64;
+    let fetched: i64 = batch.iter().map(|p| p.plan.fetched as i64).sum();
+    // Overlap users written by an earlier page of this batch were dropped, not written again.
+    let overlap = batch.iter().map(|p| p.overlap).sum::<i64>() - repeats as i64;
     let progress = JobProgress {
-        pages: 1,
-        users_fetched: page.plan.fetched as i64,
+        pages: batch.len() as i64,
+        users_fetched: fetched,
         users_written: written,
         // Overlap users and kept candidates are not "stale" pages of the listing.
-        users_stale: (unchanged - page.overlap).clamp(0, page.plan.fetched as i64),
+        users_stale: (unchanged - overlap).clamp(0, fetched),
         deletions_reconciled: reconciled,
         reconcile_checks: confirmed.checked,
         reconcile_kept: kept,
         users_skipped: skipped.len() as i64,
         errors: skipped,
     };
-    let checkpoint = serde_json::to_value(&page.plan.next).expect("cursor serialises");
+    let last = batch.last().expect("a batch has a page");
+    let checkpoint = serde_json::to_value(&last.plan.next).expect("cursor serialises");
     let owner = ctx.settings.instance_id.as_str();
     let committed = ctx
         .store

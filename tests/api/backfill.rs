@@ -454,8 +454,10 @@ async fn deleting_an_integration_stops_its_backfill_and_its_webhooks() {
         "the runner stopped: {}",
         captured_logs().lines().filter(|l| l.contains("backfill")).collect::<Vec<_>>().join("\n")
     );
+    // Page 3 was asked for before the delete; the fetcher runs at most a batch being
+    // written, a batch's worth queued and one more ahead of the commits (4 + 1 pages).
     let pages = first_job_pages(&clerk).len();
-    assert!(pages < 7, "no paging after the delete ({pages} pages of 20)");
+    assert!(pages <= 3 + 5, "no paging after the delete ({pages} pages of 20)");
     assert!(users_table(&app.project().await).await.len() < 1_000, "the table stays as it was, not completed");
     let body = clerk_event("user.created", json!({"id": "user_z", "object": "user", "updated_at": 1}), 1);
     assert_eq!(app.send_clerk("del", &whsec, &body).await.0, 404);
@@ -992,4 +994,207 @@ async fn a_page_with_few_stored_users_copies_the_new_ones_and_merges_the_stored_
         assert_eq!(row.raw.as_ref(), clerk.user(id).as_ref(), "{id}: raw is the object Clerk listed");
         assert!(row.deleted_at.is_none(), "{id}");
     }
+}
+
+/// The fake's users in Clerk's listing order (`created_at`, then id).
+fn listed_users(clerk: &FakeClerk) -> Vec<Value> {
+    let mut users = clerk.users_snapshot();
+    users.sort_by_key(|u| (u["created_at"].as_i64(), u["id"].as_str().map(str::to_string)));
+    users
+}
+
+/// Where page `n` (1-based) of the first job starts: the `created_at` (ms) its request
+/// asked from (the previous page's last millisecond, listed again).
+fn page_from_ms(clerk: &FakeClerk, n: usize) -> i64 {
+    let page = &first_job_pages(clerk)[n - 1];
+    page.param("created_at_after").expect("a page after the first").parse::<i64>().unwrap() + 1
+}
+
+/// Rows created strictly between two pages' starts (ms): written by no other pages than
+/// those from the first to just before the second (the first page's overlap is left out),
+/// and in how many transactions.
+async fn rows_between(app: &TestApp, from_ms: i64, to_ms: i64) -> (i64, i64) {
+    let row = app
+        .project()
+        .await
+        .query_one(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM capydb_auth.users \
+             WHERE created_at > to_timestamp($1::float8 / 1000) AND created_at < to_timestamp($2::float8 / 1000)",
+            &[&(from_ms as f64), &(to_ms as f64)],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Writes `user` through a webhook, then locks its row in a transaction of `locker`'s, which
+/// stays open (a page write that merges the user waits for it). Returns the locker's backend.
+async fn lock_user_row(
+    app: &TestApp,
+    project: &str,
+    whsec: &str,
+    user: &Value,
+    locker: &tokio_postgres::Client,
+) -> i32 {
+    let (status, body) = app.send_clerk(project, whsec, &clerk_event("user.created", user.clone(), 1)).await;
+    assert_eq!(status, 200, "{body}");
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute("SELECT 1 FROM capydb_auth.users WHERE id = $1 FOR UPDATE", &[&user["id"].as_str().unwrap()])
+        .await
+        .unwrap();
+    locker.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+/// Waits until a project-database backend waits for a lock `blocker` holds.
+async fn wait_blocked_by(app: &TestApp, blocker: i32) {
+    let c = app.project().await;
+    eventually("a page write waits for the locked row", || async {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", &[&blocker])
+            .await
+            .unwrap()
+            .get(0);
+        (n > 0).then_some(())
+    })
+    .await;
+}
+
+/// The writer falls behind (a locked row holds page 1's write) while the fetcher lists pages
+/// 2–5; they are then written as one batch, one transaction, which must commit nothing when
+/// the lease is taken away while it is in flight (its last page waits on a second lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_runners_multi_page_batch_commits_nothing() {
+    let clerk = fake(1_000).await;
+    let users = listed_users(&clerk);
+    let app = TestApp::spawn_with(TestOptions {
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| {
+            s.clerk.page_size = 100;
+            s.backfill.lease_ttl = Duration::from_secs(120);
+            s.backfill.concurrency = 1;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let whsec = new_whsec();
+    // Request 1 is the key check; request n + 1 is page n.
+    let first = clerk.pause_users_request(2);
+    let sixth = clerk.pause_users_request(7);
+    app.client
+        .configure_raw_request(clerk_live_request("batch-fence", &app.project_url, clerk.secret_key(), &whsec))
+        .await
+        .unwrap();
+    first.wait_arrived().await;
+    let (lock_a, lock_b) = (app.project().await, app.project().await);
+    let pid_a = lock_user_row(&app, "batch-fence", &whsec, &users[10], &lock_a).await;
+    let pid_b = lock_user_row(&app, "batch-fence", &whsec, &users[450], &lock_b).await;
+    first.release();
+    // Page 6 is asked for only once page 5 is handed to the writer: pages 2–5 are queued
+    // behind page 1's write, which waits on lock A.
+    tokio::time::timeout(Duration::from_secs(60), sixth.wait_arrived())
+        .await
+        .expect("page 6 is asked for: pages 2–5 wait in the queue behind the blocked write");
+    wait_blocked_by(&app, pid_a).await;
+    lock_a.batch_execute("COMMIT").await.unwrap();
+    // The next write takes every queued page and waits on lock B (page 5's user).
+    wait_blocked_by(&app, pid_b).await;
+    let (job_id, pages_before, _, checkpoint_before) = control_job(&app, "batch-fence").await;
+    assert!((1..4).contains(&pages_before), "the waiting write holds pages {}..=5", pages_before + 1);
+    // Pages 2 to 5 of the listing: page 6's start is page 5's last millisecond.
+    let in_flight = (page_from_ms(&clerk, pages_before as usize + 1), page_from_ms(&clerk, 6));
+    let blocker_ms = users[450]["created_at"].as_i64().unwrap();
+    assert!(in_flight.0 < blocker_ms && blocker_ms < in_flight.1, "page 5's user is inside the batch");
+    assert_eq!(
+        rows_between(&app, in_flight.0, in_flight.1).await.0,
+        1,
+        "pages {}..=5 are one uncommitted transaction: only the webhook's row is there",
+        pages_before + 1
+    );
+
+    // Another replica takes the job over while the batch is in flight.
+    let control = connect(&app.control_url).await;
+    let taken = control
+        .execute(
+            "UPDATE capydb_auth_sync.backfill_jobs SET lease_owner = 'replica-b', \
+             lease_expires_at = now() + interval '1 hour' WHERE id = $1 AND state = 'running'",
+            &[&job_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, 1);
+    let rows_before = row_count(&app).await;
+    queue_next_job(&app, &clerk).await;
+    lock_b.batch_execute("COMMIT").await.unwrap();
+    sixth.release();
+
+    wait_next_job_started(&app).await;
+    assert!(captured_logs().lines().any(|l| l.contains(&job_id) && l.contains("backfill runner stopped")));
+    assert_eq!(row_count(&app).await, rows_before, "the batch committed nothing after the lease was lost");
+    assert_eq!(rows_between(&app, in_flight.0, in_flight.1).await.0, 1, "only the webhook's row");
+    let (_, pages_after, owner, checkpoint_after) = control_job(&app, "batch-fence").await;
+    assert_eq!((pages_after, owner.as_deref()), (pages_before, Some("replica-b")));
+    assert_eq!(checkpoint_after, checkpoint_before);
+}
+
+/// Pages queued behind a slow write commit as one transaction, checkpointed at the batch's
+/// last page with every page counted; a server killed after it resumes from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_pages_commits_as_one_and_resumes_from_its_last_page() {
+    let clerk = fake(1_000).await;
+    let users = listed_users(&clerk);
+    let keyring = test_keyring_spec("k1");
+    let control = new_control_db().await;
+    let project = new_project_db().await;
+    let opts = |clerk: &FakeClerk| TestOptions {
+        control_url: Some(control.clone()),
+        project_url: Some(project.clone()),
+        keyring: Some(keyring.clone()),
+        clerk_url: Some(clerk.url()),
+        tweak: Box::new(|s| s.clerk.page_size = 100),
+    };
+    let app = TestApp::spawn_with(opts(&clerk)).await;
+    let whsec = new_whsec();
+    let first = clerk.pause_users_request(2);
+    let sixth = clerk.pause_users_request(7);
+    app.client
+        .configure_raw_request(clerk_live_request("batch-resume", &project, clerk.secret_key(), &whsec))
+        .await
+        .unwrap();
+    first.wait_arrived().await;
+    let lock = app.project().await;
+    let pid = lock_user_row(&app, "batch-resume", &whsec, &users[10], &lock).await;
+    first.release();
+    tokio::time::timeout(Duration::from_secs(60), sixth.wait_arrived())
+        .await
+        .expect("page 6 is asked for: pages 2–5 wait in the queue behind the blocked write");
+    wait_blocked_by(&app, pid).await;
+    lock.batch_execute("COMMIT").await.unwrap();
+
+    let ctl = connect(&control).await;
+    let checkpoint: Value = eventually("five pages are checkpointed", || async {
+        let row = ctl.query_one("SELECT pages, checkpoint FROM capydb_auth_sync.backfill_jobs", &[]).await.unwrap();
+        (row.get::<_, i64>(0) == 5).then(|| row.get::<_, Option<Value>>(1).unwrap())
+    })
+    .await;
+    // Pages 3–5 at least were written by one transaction (page 2 too, unless it joined page 1).
+    let (page3, page6) = (page_from_ms(&clerk, 3), page_from_ms(&clerk, 6));
+    let (rows, transactions) = rows_between(&app, page3, page6).await;
+    assert!(rows > 250, "{rows} rows of pages 3–5");
+    assert_eq!(transactions, 1, "pages 3–5 committed in one transaction");
+    assert_eq!(checkpoint["from_ms"], page6, "the checkpoint is the batch's last page: {checkpoint}");
+    app.kill().await;
+    sixth.release();
+    let before = clerk.users_requests().len();
+
+    let app = TestApp::spawn_with(opts(&clerk)).await;
+    let job = app.wait_backfill_done("batch-resume").await;
+    succeeded(&job);
+    assert_eq!(job.resumes, 1);
+    let after: Vec<_> = clerk.users_requests().into_iter().skip(before).collect();
+    let resume_from = (page6 - 1).to_string();
+    assert_eq!(after[0].param("created_at_after"), Some(resume_from.as_str()), "resumed after the batch");
+    assert_eq!(job.users_fetched, 1_000, "every user counted once, overlaps inside a batch too: {job:?}");
+    assert_eq!(job.users_written + job.users_stale, 1_000, "{job:?}");
+    assert_table_mirrors(&app, &clerk, &[]).await;
 }
