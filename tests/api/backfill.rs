@@ -31,6 +31,30 @@ async fn app_for(clerk: &FakeClerk, page_size: u32) -> TestApp {
 }
 
 /// The columns SPEC §2 derives from a Clerk user, computed here independently.
+/// Databases and keys that outlive one server, so a test can run several on them (replicas,
+/// or one killed and another started), listing 100 users a page.
+struct Outliving {
+    control: String,
+    project: String,
+    keyring: String,
+}
+
+impl Outliving {
+    async fn new() -> Outliving {
+        Outliving { control: new_control_db().await, project: new_project_db().await, keyring: test_keyring_spec("k1") }
+    }
+
+    fn options(&self, clerk: &FakeClerk) -> TestOptions {
+        TestOptions {
+            control_url: Some(self.control.clone()),
+            project_url: Some(self.project.clone()),
+            keyring: Some(self.keyring.clone()),
+            clerk_url: Some(clerk.url()),
+            tweak: Box::new(|s| s.clerk.page_size = 100),
+        }
+    }
+}
+
 fn expected_row(user: &Value) -> UserRow {
     let s = |k: &str| user[k].as_str().map(str::to_string);
     let t = |k: &str| user[k].as_i64().map(ms);
@@ -257,16 +281,9 @@ async fn a_rejected_key_fails_the_job_at_once_with_a_clear_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_resumes_the_backfill_from_its_checkpoint() {
     let clerk = fake(2_000).await;
-    let keyring = test_keyring_spec("k1");
-    let control = new_control_db().await;
-    let project = new_project_db().await;
-    let opts = |clerk: &FakeClerk| TestOptions {
-        control_url: Some(control.clone()),
-        project_url: Some(project.clone()),
-        keyring: Some(keyring.clone()),
-        clerk_url: Some(clerk.url()),
-        tweak: Box::new(|s| s.clerk.page_size = 100),
-    };
+    let shared = Outliving::new().await;
+    let (control, project) = (shared.control.clone(), shared.project.clone());
+    let opts = |clerk: &FakeClerk| shared.options(clerk);
     let app = TestApp::spawn_with(opts(&clerk)).await;
     // Request 1 = key check, 2..=7 = pages 1..6; page 7 is held while the server dies.
     let gate = clerk.pause_users_request(8);
@@ -299,16 +316,9 @@ async fn a_killed_server_resumes_the_backfill_from_its_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_one_backfill() {
     let clerk = fake(600).await;
-    let keyring = test_keyring_spec("k1");
-    let control = new_control_db().await;
-    let project = new_project_db().await;
-    let opts = || TestOptions {
-        control_url: Some(control.clone()),
-        project_url: Some(project.clone()),
-        keyring: Some(keyring.clone()),
-        clerk_url: Some(clerk.url()),
-        tweak: Box::new(|s| s.clerk.page_size = 100),
-    };
+    let shared = Outliving::new().await;
+    let (control, project) = (shared.control.clone(), shared.project.clone());
+    let opts = || shared.options(&clerk);
     let a = TestApp::spawn_with(opts()).await;
     let b = TestApp::spawn_with(opts()).await;
     let gate = clerk.pause_users_request(3);
@@ -1143,16 +1153,9 @@ async fn a_superseded_runners_multi_page_batch_commits_nothing() {
 async fn a_batch_of_pages_commits_as_one_and_resumes_from_its_last_page() {
     let clerk = fake(1_000).await;
     let users = listed_users(&clerk);
-    let keyring = test_keyring_spec("k1");
-    let control = new_control_db().await;
-    let project = new_project_db().await;
-    let opts = |clerk: &FakeClerk| TestOptions {
-        control_url: Some(control.clone()),
-        project_url: Some(project.clone()),
-        keyring: Some(keyring.clone()),
-        clerk_url: Some(clerk.url()),
-        tweak: Box::new(|s| s.clerk.page_size = 100),
-    };
+    let shared = Outliving::new().await;
+    let (control, project) = (shared.control.clone(), shared.project.clone());
+    let opts = |clerk: &FakeClerk| shared.options(clerk);
     let app = TestApp::spawn_with(opts(&clerk)).await;
     let whsec = new_whsec();
     let first = clerk.pause_users_request(2);
