@@ -742,11 +742,10 @@ async fn a_user_deleted_at_clerk_is_soft_deleted_after_a_404_by_id() {
     assert_table_mirrors(&app, &clerk, &gone).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_superseded_runner_commits_nothing_after_losing_its_lease() {
-    let clerk = fake(1_000).await;
-    // A long lease: the heartbeat (every lease/3) does not notice the loss first; the fence must.
-    let app = TestApp::spawn_with(TestOptions {
+/// A server listing 100 users a page, one backfill at a time, with a lease so long that its
+/// heartbeat (every lease/3) cannot notice a lost lease before the fence does.
+async fn long_lease_app(clerk: &FakeClerk) -> TestApp {
+    TestApp::spawn_with(TestOptions {
         clerk_url: Some(clerk.url()),
         tweak: Box::new(|s| {
             s.clerk.page_size = 100;
@@ -755,7 +754,13 @@ async fn a_superseded_runner_commits_nothing_after_losing_its_lease() {
         }),
         ..Default::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_runner_commits_nothing_after_losing_its_lease() {
+    let clerk = fake(1_000).await;
+    let app = long_lease_app(&clerk).await;
     let gate = clerk.pause_users_request(5); // page 4
     app.client.configure_raw_request(clerk_request("fence", &app.project_url, clerk.secret_key())).await.unwrap();
     gate.wait_arrived().await;
@@ -1077,16 +1082,7 @@ async fn wait_blocked_by(app: &TestApp, blocker: i32) {
 async fn a_superseded_runners_multi_page_batch_commits_nothing() {
     let clerk = fake(1_000).await;
     let users = listed_users(&clerk);
-    let app = TestApp::spawn_with(TestOptions {
-        clerk_url: Some(clerk.url()),
-        tweak: Box::new(|s| {
-            s.clerk.page_size = 100;
-            s.backfill.lease_ttl = Duration::from_secs(120);
-            s.backfill.concurrency = 1;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let app = long_lease_app(&clerk).await;
     let whsec = new_whsec();
     // Request 1 is the key check; request n + 1 is page n.
     let first = clerk.pause_users_request(2);
