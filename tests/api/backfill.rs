@@ -925,32 +925,39 @@ async fn a_replica_with_ten_queued_jobs_runs_at_most_its_concurrency_at_once() {
     }
 }
 
-#[tokio::test]
-async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_forward() {
-    let clerk = fake(30).await;
+/// The merge-rules scenario for a backfill listing `users` users `page_size` a page: while
+/// the first page is held, a webhook deletes user A (a tombstone) and another brings user B
+/// newer than Clerk's listing but with an older sign-in. Returns the finished table's rows
+/// with A's and B's ids; asserts what the rules require of A and B.
+async fn backfill_across_webhooks(
+    project: &str,
+    users: usize,
+    page_size: u32,
+) -> (FakeClerk, Vec<String>, std::collections::BTreeMap<String, UserRow>) {
+    let clerk = fake(users).await;
     let ids = clerk.user_ids();
     let (a, b) = (ids[3].clone(), ids[7].clone());
     let clerk_b = clerk.update_user(&b, |u| u["last_sign_in_at"] = json!(1_700_000_900_000i64)).unwrap();
-    let app = app_for(&clerk, 10).await;
+    let app = app_for(&clerk, page_size).await;
     let whsec = new_whsec();
     let gate = clerk.pause_users_request(2);
     app.client
-        .configure_raw_request(clerk_live_request("rules", &app.project_url, clerk.secret_key(), &whsec))
+        .configure_raw_request(clerk_live_request(project, &app.project_url, clerk.secret_key(), &whsec))
         .await
         .unwrap();
     gate.wait_arrived().await;
     // A: deleted by a webhook before the backfill lists it (a tombstone).
     let deleted = clerk_event("user.deleted", json!({"id": a, "object": "user", "deleted": true}), 1_700_000_000_000);
-    assert_eq!(app.send_clerk("rules", &whsec, &deleted).await.0, 200);
+    assert_eq!(app.send_clerk(project, &whsec, &deleted).await.0, 200);
     // B: a webhook brought a newer object with an older sign-in than Clerk's listing has.
     let mut newer = clerk_b.clone();
     newer["updated_at"] = json!(clerk_b["updated_at"].as_i64().unwrap() + 10_000);
     newer["first_name"] = json!("FromWebhook");
     newer["last_sign_in_at"] = json!(1_700_000_100_000i64);
-    assert_eq!(app.send_clerk("rules", &whsec, &clerk_event("user.updated", newer, 1)).await.0, 200);
+    assert_eq!(app.send_clerk(project, &whsec, &clerk_event("user.updated", newer, 1)).await.0, 200);
     gate.release();
 
-    succeeded(&app.wait_backfill_done("rules").await);
+    succeeded(&app.wait_backfill_done(project).await);
     let table = users_table(&app.project().await).await;
     let row_a = &table[&a];
     assert!(row_a.deleted_at.is_some(), "a delete is sticky");
@@ -962,49 +969,22 @@ async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_f
     let row_b = &table[&b];
     assert_eq!(row_b.first_name.as_deref(), Some("FromWebhook"), "the newer webhook object stays");
     assert_eq!(row_b.last_sign_in_at, Some(ms(1_700_000_900_000)), "the sign-in moved forward");
+    (clerk, vec![a, b], table)
+}
+
+#[tokio::test]
+async fn a_copied_page_obeys_the_merge_rules_sticky_deletes_newer_wins_sign_in_forward() {
+    backfill_across_webhooks("rules", 30, 10).await;
 }
 
 /// A page with a few stored users (under a tenth) takes the direct path: its new users are
 /// COPYed straight in, the stored ones merged by the webhook statement under the same rules.
 #[tokio::test]
 async fn a_page_with_few_stored_users_copies_the_new_ones_and_merges_the_stored_by_the_rules() {
-    let clerk = fake(60).await;
-    let ids = clerk.user_ids();
-    let (a, b) = (ids[3].clone(), ids[7].clone());
-    let clerk_b = clerk.update_user(&b, |u| u["last_sign_in_at"] = json!(1_700_000_900_000i64)).unwrap();
     // Pages of 50: the first holds 2 stored users of 50 (4 %).
-    let app = app_for(&clerk, 50).await;
-    let whsec = new_whsec();
-    let gate = clerk.pause_users_request(2);
-    app.client
-        .configure_raw_request(clerk_live_request("few", &app.project_url, clerk.secret_key(), &whsec))
-        .await
-        .unwrap();
-    gate.wait_arrived().await;
-    let deleted = clerk_event("user.deleted", json!({"id": a, "object": "user", "deleted": true}), 1_700_000_000_000);
-    assert_eq!(app.send_clerk("few", &whsec, &deleted).await.0, 200);
-    let mut newer = clerk_b.clone();
-    newer["updated_at"] = json!(clerk_b["updated_at"].as_i64().unwrap() + 10_000);
-    newer["first_name"] = json!("FromWebhook");
-    newer["last_sign_in_at"] = json!(1_700_000_100_000i64);
-    assert_eq!(app.send_clerk("few", &whsec, &clerk_event("user.updated", newer, 1)).await.0, 200);
-    gate.release();
-
-    let job = app.wait_backfill_done("few").await;
-    succeeded(&job);
-    let table = users_table(&app.project().await).await;
+    let (clerk, touched, table) = backfill_across_webhooks("few", 60, 50).await;
     assert_eq!(table.len(), 60);
-    let row_a = &table[&a];
-    assert!(row_a.deleted_at.is_some(), "a delete is sticky");
-    assert_eq!(
-        row_a.first_name,
-        clerk.user(&a).unwrap()["first_name"].as_str().map(str::to_string),
-        "tombstone filled"
-    );
-    let row_b = &table[&b];
-    assert_eq!(row_b.first_name.as_deref(), Some("FromWebhook"), "the newer webhook object stays");
-    assert_eq!(row_b.last_sign_in_at, Some(ms(1_700_000_900_000)), "the sign-in moved forward");
-    for id in ids.iter().filter(|id| **id != a && **id != b) {
+    for id in clerk.user_ids().iter().filter(|id| !touched.contains(id)) {
         let row = &table[id];
         assert_eq!(row.raw.as_ref(), clerk.user(id).as_ref(), "{id}: raw is the object Clerk listed");
         assert!(row.deleted_at.is_none(), "{id}");
