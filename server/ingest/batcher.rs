@@ -4,8 +4,8 @@
 //!
 //! One task per database owns a bounded queue: it waits for a free lane (at most
 //! `lanes` transactions of one database in flight, no more than its pool has connections),
-//! takes what is queued (up to a batch's worth), lingers a moment for more only when the
-//! previous batch had company (so a lone delivery never waits), and hands the batch to a lane
+//! takes what is queued (up to a batch's worth), lingers for more only when a linger is
+//! configured and the previous batch had company (so a lone delivery never waits), and hands the batch to a lane
 //! that commits and answers. While the lanes are busy the next batch gathers, so the batch
 //! size follows the load. A full queue makes senders wait — overload turns into backpressure
 //! (and, past the delivery deadline, into the inbox), not memory. Lanes may hold changes to
