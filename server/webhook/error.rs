@@ -66,6 +66,11 @@ impl WebhookError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
         }
+        // The rest of the body is still on the wire and will not be read: the connection
+        // closes after this answer, and saying so keeps a client from reusing it.
+        if let WebhookError::PayloadTooLarge(_) = self {
+            resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         if let WebhookError::MethodNotAllowed = self {
             resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("POST"));
         }
