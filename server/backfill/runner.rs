@@ -76,7 +76,7 @@ use crate::project_db::ProjectDbError;
 use crate::providers::clerk::user_from_clerk;
 use crate::store::jobs::JobProgress;
 use crate::store::{JobRow, JobState, StoreError};
-use crate::users::writer::{BatchOutcome, PageRow};
+use crate::users::writer::BatchOutcome;
 use crate::users::{UserRecord, UsersWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -243,12 +243,8 @@ impl JobTotals {
 /// One fetched page, parsed, ready to write.
 struct FetchedPage {
     plan: PagePlan,
-    /// The page as Clerk sent it (`raw` is written from it).
-    page: RawPage,
+    /// The page's users; each `raw` is a slice of the page as Clerk sent it.
     records: Vec<UserRecord>,
-    /// Per record: the index of its text in `page` when it is stored as sent; `None` when
-    /// `record.raw` holds the (made storable) object instead.
-    raw_text: Vec<Option<usize>>,
     /// Users of the page listed again because of the cursor's overlap.
     overlap: i64,
     /// `user_… : why` for users that could not be parsed.
@@ -477,18 +473,14 @@ async fn run_pass(
 /// Parses a page (see `page`) and plans the cursor from it: converts every user and makes
 /// it storable; users that cannot be parsed are named, not written.
 fn prepare(cursor: &BackfillCursor, page: RawPage, limit: u32) -> FetchedPage {
-    let users: Vec<ReadUser> = page.users().map(read_user).collect();
+    let users: Vec<ReadUser> = (0..page.len()).map(|i| read_user(&page, i)).collect();
     let listed: Vec<Listed> = users.iter().map(|u| Listed { id: u.id.clone(), created_ms: u.created_ms }).collect();
     let plan = cursor.plan(&listed, limit);
     let mut records = Vec::with_capacity(users.len());
-    let mut raw_text = Vec::with_capacity(users.len());
     let mut skipped = Vec::new();
-    for (i, user) in users.into_iter().enumerate() {
+    for user in users {
         match user.record {
-            Ok(r) => {
-                records.push(r);
-                raw_text.push(user.raw_as_sent.then_some(i));
-            }
+            Ok(r) => records.push(r),
             Err(e) => {
                 tracing::warn!(user_id = %user.id, error = %e, "skipping a user Clerk returned in an unexpected shape");
                 skipped.push(format!("{}: skipped, cannot be parsed: {e}", display_id(&user.id)));
@@ -496,7 +488,7 @@ fn prepare(cursor: &BackfillCursor, page: RawPage, limit: u32) -> FetchedPage {
         }
     }
     let overlap = (listed.len() as i64 - plan.fetched as i64).max(0);
-    FetchedPage { plan, page, records, raw_text, overlap, skipped }
+    FetchedPage { plan, records, overlap, skipped }
 }
 
 /// An id for the error list (ids come from Clerk; bounded and printable).
@@ -634,28 +626,19 @@ async fn write_batch(
 /// repeats were dropped. A user listed again *changed* (it was updated between the two
 /// requests) keeps both rows: `upsert_page` then applies them in order, as separate pages
 /// would have.
-fn batch_rows<'a>(batch: &[&'a FetchedPage]) -> (Vec<PageRow<'a>>, usize) {
+fn batch_rows<'a>(batch: &[&'a FetchedPage]) -> (Vec<&'a UserRecord>, usize) {
     let capacity = batch.iter().map(|p| p.records.len()).sum();
-    let mut rows: Vec<PageRow<'a>> = Vec::with_capacity(capacity);
+    let mut rows: Vec<&'a UserRecord> = Vec::with_capacity(capacity);
     let mut seen: HashMap<&'a str, usize> = HashMap::with_capacity(capacity);
     let mut repeats = 0;
     for page in batch {
-        for (record, raw) in page.records.iter().zip(&page.raw_text) {
-            let row = PageRow { record, raw_json: raw.map(|i| page.page.user(i)) };
-            if let Some(&at) = seen.get(record.id.as_str()) {
-                let earlier = &rows[at];
-                let same = match (earlier.raw_json, row.raw_json) {
-                    (Some(a), Some(b)) => a == b,
-                    (None, None) => earlier.record == record,
-                    _ => false,
-                };
-                if same {
-                    repeats += 1;
-                    continue;
-                }
+        for record in &page.records {
+            if seen.get(record.id.as_str()).is_some_and(|&at| rows[at] == record) {
+                repeats += 1;
+                continue;
             }
             seen.insert(record.id.as_str(), rows.len());
-            rows.push(row);
+            rows.push(record);
         }
     }
     (rows, repeats)
@@ -679,7 +662,7 @@ async fn write_batch_once(
     // never deleted unseen. The batch's own rows are listed, so never candidates.
     let confirmed = reconcile.confirm(&tx).await?;
     skipped.extend(confirmed.skipped.iter().cloned());
-    let kept_rows: Vec<PageRow<'_>> = confirmed.kept.iter().map(|record| PageRow { record, raw_json: None }).collect();
+    let kept_rows: Vec<&UserRecord> = confirmed.kept.iter().collect();
     let kept_outcome = upsert_poison_proof(&mut tx, &kept_rows, &mut skipped).await?;
     let written = (outcome.written + kept_outcome.written) as i64;
     let unchanged = (outcome.unchanged + kept_outcome.unchanged) as i64;
@@ -719,7 +702,7 @@ async fn write_batch_once(
 /// skips, names and counts the ones refused, so one user never stops the page.
 async fn upsert_poison_proof(
     tx: &mut deadpool_postgres::Transaction<'_>,
-    rows: &[PageRow<'_>],
+    rows: &[&UserRecord],
     skipped: &mut Vec<String>,
 ) -> Result<BatchOutcome, ProjectDbError> {
     if rows.is_empty() {
@@ -740,10 +723,9 @@ async fn upsert_poison_proof(
         }
     }
     let mut total = BatchOutcome::default();
-    for row in rows {
-        let record = row.record;
+    for &record in rows {
         let sp = tx.savepoint("user").await?;
-        match UsersWriter::upsert_batch(&sp, &[row.to_record()]).await {
+        match UsersWriter::upsert_batch(&sp, &[record]).await {
             Ok(outcome) => {
                 sp.commit().await?;
                 total.written += outcome.written;

@@ -112,7 +112,7 @@ pub enum IngestError {
 /// A delivery as the HTTP surface hands it over.
 pub struct IngestRequest<'a> {
     pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    pub body: &'a bytes::Bytes,
     /// Verify, parse and apply in a rolled-back transaction; write nothing.
     pub dry_run: bool,
 }

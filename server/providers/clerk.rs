@@ -6,17 +6,19 @@
 //! Every other type is acknowledged as unhandled. `raw` is always the provider's object as
 //! received: it is moved out of the parsed body, never rebuilt.
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use bytes::Bytes;
 use http::HeaderMap;
 
 use super::fields::{optional_epoch_ms, optional_string};
 use super::timestamps::{clerk_envelope_timestamp, json_integer};
-use super::{svix, Delivery, ParseError, Provider, VerifyError};
+use super::{json_text, svix, Delivery, ParseError, Provider, VerifyError};
 use crate::pb;
-use crate::users::{UserChange, UserDeletion, UserRecord};
+use crate::users::{RawJson, UserChange, UserDeletion, UserRecord};
 
 /// The rows of Clerk users in `capydb_auth.users` (see [`Provider::table_rows`]).
 const CLERK_TABLE_ROWS: &str = "id LIKE 'user\\_%' AND raw->>'object' = 'user'";
@@ -66,7 +68,7 @@ impl Provider for Clerk {
         svix::verify(secret, headers, body, now).map(Some)
     }
 
-    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+    fn parse(&self, body: &Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
         parse_event(body, received_at)
     }
 }
@@ -81,7 +83,52 @@ pub const SESSION_CREATED: &str = "session.created";
 /// The body must be a JSON object with a string `type` and an object `data`
 /// ([`ParseError::Field`] `"type"` / `"data"` otherwise; [`ParseError::NotJson`] when it is
 /// not JSON). `received_at` is the `deleted_at` of a `user.deleted` without a timestamp.
-pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+///
+/// The envelope and the user are read with [`json_text::read_object`]: only the fields the
+/// columns need are built, and a user's `raw` is its text in `body` (no copy). A body that
+/// reader refuses takes the `Value` path, which says why.
+pub fn parse_event(body: &Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+    parse_event_text(body, received_at).unwrap_or_else(|| parse_event_value(body, received_at))
+}
+
+/// [`parse_event`] by [`json_text::read_object`]; `None` for a body it cannot take as a whole
+/// (not JSON, not an envelope, a user that cannot be mapped): the `Value` path then says why.
+fn parse_event_text(body: &Bytes, received_at: DateTime<Utc>) -> Option<Result<Delivery, ParseError>> {
+    let envelope = json_text::read_object(body, &["type", "timestamp"], Some("data"))?;
+    let Some(Value::String(event_type)) = envelope.fields.get("type") else { return None };
+    let data = envelope.kept.map(RawValue::get).filter(|d| d.starts_with('{'))?;
+    let change = match event_type.as_str() {
+        USER_CREATED | USER_UPDATED => Some(UserChange::Upsert(user_from_clerk_text(body, data).ok()?)),
+        USER_DELETED => {
+            let fields: Map<String, Value> = serde_json::from_str(data).ok()?;
+            Some(UserChange::Delete(
+                deletion(&envelope.fields, &fields, RawJson::received(body, data), received_at).ok()?,
+            ))
+        }
+        SESSION_CREATED => {
+            // The session's other fields are checked as strictly as a `Value` would be.
+            let user = json_text::read_object(data.as_bytes(), &[], Some("user"))?.kept.map(RawValue::get);
+            match user {
+                Some(user) if is_full_user(&serde_json::from_str(user).ok()?) => {
+                    Some(UserChange::Upsert(user_from_clerk_text(body, user).ok()?))
+                }
+                _ => None,
+            }
+        }
+        _ => {
+            json_text::read_object(data.as_bytes(), &[], None)?;
+            None
+        }
+    };
+    Some(Ok(match change {
+        Some(change) => Delivery::handled(event_type.clone(), vec![change]),
+        None => Delivery::unhandled(event_type.clone()),
+    }))
+}
+
+/// [`parse_event`] on a `Value` tree: for the bodies the text reader refuses, to name the
+/// error exactly (and to parse the rare body it refuses that a `Value` takes).
+fn parse_event_value(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
     let envelope: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(mut envelope) = envelope else {
         return Err(ParseError::Field("type"));
@@ -96,8 +143,11 @@ pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, 
     };
 
     let change = match event_type.as_str() {
-        USER_CREATED | USER_UPDATED => Some(UserChange::Upsert(record_from(Value::Object(data))?)),
-        USER_DELETED => Some(UserChange::Delete(deletion(&envelope, data, received_at)?)),
+        USER_CREATED | USER_UPDATED => Some(UserChange::Upsert(user_from_clerk(&Value::Object(data))?)),
+        USER_DELETED => {
+            let raw = RawJson::from_value(&Value::Object(data.clone()));
+            Some(UserChange::Delete(deletion(&envelope, &data, raw, received_at)?))
+        }
         SESSION_CREATED => session_user(data)?.map(UserChange::Upsert),
         _ => None,
     };
@@ -109,7 +159,7 @@ pub fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, 
 
 /// The top-level fields of a Clerk user object that [`user_from_clerk`] reads (the typed
 /// columns); everything else only travels in `raw`. The backfill parses just these (keep the
-/// list in step with `record_from`; `backfill::page`'s tests compare both ways).
+/// list in step with `record_with`; the tests compare the text and `Value` paths).
 pub const USER_COLUMN_FIELDS: [&str; 10] = [
     "id",
     "primary_email_address_id",
@@ -129,19 +179,47 @@ pub const USER_COLUMN_FIELDS: [&str; 10] = [
 /// Errors name the offending field as `data.<field>`: `data.id` when there is no non-empty
 /// string `id`, or a typed column whose value has the wrong JSON type.
 pub fn user_from_clerk(user: &Value) -> Result<UserRecord, ParseError> {
-    record_from(user.clone())
-}
-
-/// [`user_from_clerk`] on an owned object: it becomes `raw` without a copy.
-pub fn user_from_clerk_owned(user: Value) -> Result<UserRecord, ParseError> {
-    record_from(user)
-}
-
-/// [`user_from_clerk`] on an owned object, so a webhook's `data` becomes `raw` without a copy.
-fn record_from(user: Value) -> Result<UserRecord, ParseError> {
-    let Value::Object(fields) = &user else {
+    let Value::Object(fields) = user else {
         return Err(ParseError::Field("data"));
     };
+    record_with(fields, RawJson::from_value(user))
+}
+
+/// Maps a Clerk user object given as its text, a slice of `body` (a webhook body or a
+/// listed page): the columns are built from [`USER_COLUMN_FIELDS`] alone and `raw` is the
+/// text itself. A text the field reader refuses, or one holding a `\u0000` escape (which
+/// only a `Value` can make storable), takes [`user_from_clerk`]'s path.
+pub fn user_from_clerk_text(body: &Bytes, text: &str) -> Result<UserRecord, ParseError> {
+    read_user_text(body, text).1
+}
+
+/// [`user_from_clerk_text`], and the user's [`USER_COLUMN_FIELDS`] as read (empty when the
+/// text is not an object), for a caller that needs them even when the user cannot be
+/// mapped (the backfill's cursor).
+pub fn read_user_text(body: &Bytes, text: &str) -> (Map<String, Value>, Result<UserRecord, ParseError>) {
+    let read = (!RawJson::may_hold_nul(text.as_bytes()))
+        .then(|| json_text::read_object(text.as_bytes(), &USER_COLUMN_FIELDS, None))
+        .flatten();
+    match read {
+        Some(read) => {
+            let record = record_with(&read.fields, RawJson::received(body, text));
+            (read.fields, record)
+        }
+        None => {
+            let user: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let record = user_from_clerk(&user);
+            let mut fields = match user {
+                Value::Object(fields) => fields,
+                _ => Map::new(),
+            };
+            fields.retain(|k, _| USER_COLUMN_FIELDS.contains(&k.as_str()));
+            (fields, record)
+        }
+    }
+}
+
+/// The record of a user object whose column fields are `fields` and whose text is `raw`.
+fn record_with(fields: &Map<String, Value>, raw: RawJson) -> Result<UserRecord, ParseError> {
     let id = required_id(fields)?;
     let email = primary_email(fields)?;
     let first_name = optional_string(fields, "first_name", "data.first_name")?;
@@ -161,7 +239,7 @@ fn record_from(user: Value) -> Result<UserRecord, ParseError> {
         created_at,
         updated_at,
         last_sign_in_at,
-        raw: user,
+        raw,
     })
 }
 
@@ -169,22 +247,23 @@ fn record_from(user: Value) -> Result<UserRecord, ParseError> {
 /// `timestamp` (seconds or ms), or the time of receipt when the envelope has none.
 fn deletion(
     envelope: &Map<String, Value>,
-    data: Map<String, Value>,
+    data: &Map<String, Value>,
+    raw: RawJson,
     received_at: DateTime<Utc>,
 ) -> Result<UserDeletion, ParseError> {
-    let id = required_id(&data)?;
+    let id = required_id(data)?;
     let deleted_at = match envelope.get("timestamp") {
         None | Some(Value::Null) => received_at,
         Some(value) => json_integer(value).and_then(clerk_envelope_timestamp).ok_or(ParseError::Field("timestamp"))?,
     };
-    Ok(UserDeletion { id, deleted_at, raw: Value::Object(data) })
+    Ok(UserDeletion { id, deleted_at, raw })
 }
 
 /// `session.created`: the embedded `data.user`, when it is a full user object (a string `id`
 /// and `object == "user"`); `None` (unhandled) otherwise.
 fn session_user(mut data: Map<String, Value>) -> Result<Option<UserRecord>, ParseError> {
     match data.remove("user") {
-        Some(user) if is_full_user(&user) => record_from(user).map(Some),
+        Some(user) if is_full_user(&user) => user_from_clerk(&user).map(Some),
         _ => Ok(None),
     }
 }
@@ -239,6 +318,14 @@ mod tests {
         crate::providers::test_fixtures::json("clerk", name)
     }
 
+    /// [`super::parse_event`] on a copy of `body`, checked against the `Value` path on every
+    /// call: the two must give the same changes (and errors always come from the latter).
+    fn parse_event(body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+        let text = super::parse_event(&Bytes::copy_from_slice(body), received_at);
+        assert_eq!(text, parse_event_value(body, received_at), "{}", String::from_utf8_lossy(body));
+        text
+    }
+
     fn parse_fixture(name: &str) -> Delivery {
         parse_event(&fixture_bytes(name), received()).expect("fixture parses")
     }
@@ -274,7 +361,7 @@ mod tests {
             created_at: Some(utc("2022-05-31T15:56:31.514Z")),
             updated_at: Some(utc("2022-05-31T15:56:31.835Z")),
             last_sign_in_at: Some(utc("2022-05-31T15:56:31.514Z")),
-            raw: fixture_json("user.created.json")["data"].clone(),
+            raw: fixture_json("user.created.json")["data"].clone().into(),
         };
         assert_eq!(record, expected);
     }
@@ -293,7 +380,7 @@ mod tests {
             created_at: Some(utc("2024-05-28T08:00:00Z")),
             updated_at: Some(utc("2024-05-28T08:00:00Z")),
             last_sign_in_at: Some(utc("2024-05-28T08:00:00Z")),
-            raw: fixture_json("user.created.openapi.json")["data"].clone(),
+            raw: fixture_json("user.created.openapi.json")["data"].clone().into(),
         };
         assert_eq!(record, expected);
     }
@@ -311,7 +398,7 @@ mod tests {
             created_at: Some(utc("2024-05-28T08:00:00Z")),
             updated_at: Some(utc("2024-05-28T08:05:00Z")),
             last_sign_in_at: Some(utc("2024-05-28T08:03:20Z")),
-            raw: fixture_json("user.updated.json")["data"].clone(),
+            raw: fixture_json("user.updated.json")["data"].clone().into(),
         };
         assert_eq!(record, expected);
     }
@@ -329,7 +416,7 @@ mod tests {
             created_at: Some(utc("2022-05-31T15:56:31.514Z")),
             updated_at: Some(utc("2022-05-31T16:00:24.306Z")),
             last_sign_in_at: None,
-            raw: fixture_json("user.updated.dashboard-catalog.json")["data"].clone(),
+            raw: fixture_json("user.updated.dashboard-catalog.json")["data"].clone().into(),
         };
         assert_eq!(record, expected);
     }
@@ -346,7 +433,8 @@ mod tests {
                 "id": "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S",
                 "deleted": true,
                 "external_id": "ex_123456789"
-            }),
+            })
+            .into(),
         };
         assert_eq!(deletion, expected);
         assert_eq!(deletion.raw, fixture_json("user.deleted.json")["data"]);
@@ -365,7 +453,8 @@ mod tests {
                     "deleted": true,
                     "id": "user_29wBMCtzATuFJut8jO2VNTVekS4",
                     "object": "user"
-                }),
+                })
+                .into(),
             }
         );
     }
@@ -411,7 +500,7 @@ mod tests {
             created_at: Some(utc("2024-05-28T08:00:00Z")),
             updated_at: Some(utc("2024-05-28T08:00:00Z")),
             last_sign_in_at: Some(utc("2024-05-28T08:00:00Z")),
-            raw: fixture_json("session.created.json")["data"]["user"].clone(),
+            raw: fixture_json("session.created.json")["data"]["user"].clone().into(),
         };
         assert_eq!(record, expected);
     }
@@ -464,7 +553,7 @@ mod tests {
                 created_at: Some(utc("2021-05-19T10:47:45Z")),
                 updated_at: Some(utc("2021-05-19T10:48:46Z")),
                 last_sign_in_at: None,
-                raw: users[0].clone(),
+                raw: users[0].clone().into(),
             }
         );
         assert_eq!(
@@ -480,7 +569,7 @@ mod tests {
                 created_at: Some(utc("2021-05-19T10:47:45.123Z")),
                 updated_at: Some(utc("2021-05-19T10:48:46.678Z")),
                 last_sign_in_at: Some(utc("2023-12-04T08:12:44.411Z")),
-                raw: users[1].clone(),
+                raw: users[1].clone().into(),
             }
         );
     }
@@ -517,7 +606,7 @@ mod tests {
         let record =
             single_upsert(parse_event(event.to_string().as_bytes(), received()).expect("parses"), USER_CREATED);
         assert_eq!(record.raw, event["data"]);
-        assert_eq!(record.raw["future_field"]["nested"][1], json!(2.5));
+        assert_eq!(record.raw.to_value()["future_field"]["nested"][1], json!(2.5));
     }
 
     #[test]
@@ -565,7 +654,7 @@ mod tests {
                 created_at: None,
                 updated_at: None,
                 last_sign_in_at: None,
-                raw: json!({"id": "user_1"}),
+                raw: json!({"id": "user_1"}).into(),
             }
         );
         // Empty strings are kept as the provider sent them.

@@ -26,6 +26,7 @@ pub mod auth0;
 pub mod better_auth;
 pub mod clerk;
 pub mod fields;
+pub mod json_text;
 pub mod svix;
 pub mod timestamps;
 
@@ -85,6 +86,7 @@ pub(crate) mod test_fixtures {
     }
 }
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 
@@ -127,7 +129,8 @@ pub trait Provider: Send + Sync + 'static {
     ) -> Result<Option<String>, VerifyError>;
 
     /// Parses an authenticated delivery into the changes it asks for.
-    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError>;
+    /// `body` is the received body itself, so a `raw` can be a slice of it (no copy).
+    fn parse(&self, body: &Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError>;
 }
 
 /// Declares the providers: each line `Variant => module::Struct` is one [`ProviderKind`]
@@ -277,7 +280,7 @@ pub fn verify(
 }
 
 /// Parses an authenticated delivery.
-pub fn parse(provider: ProviderKind, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+pub fn parse(provider: ProviderKind, body: &Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
     provider.provider().parse(body, received_at)
 }
 

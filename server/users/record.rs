@@ -3,7 +3,8 @@
 //! Every provider module parses its payloads into these types; the writer
 //! (`users::writer`) is the only code that turns them into SQL.
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+
+use super::raw::RawJson;
 
 /// One user as the provider last described it: the typed columns of `capydb_auth.users`
 /// derived from `raw`, plus `raw` itself, unmodified.
@@ -19,7 +20,7 @@ pub struct UserRecord {
     pub updated_at: Option<DateTime<Utc>>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
     /// The provider's user object, byte-for-byte semantics preserved (stored as jsonb).
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// A deletion: the row is soft-deleted (or a tombstone inserted) and stays deleted forever.
@@ -28,7 +29,7 @@ pub struct UserDeletion {
     pub id: String,
     pub deleted_at: DateTime<Utc>,
     /// What the delete event carried (stored as `raw` only when no row exists yet).
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// A partial fact from an activity log (Auth0 Log Streams): it changes only the columns it
@@ -43,7 +44,7 @@ pub struct UserSighting {
     /// Moves `last_sign_in_at` forward, never back (login).
     pub signed_in_at: Option<DateTime<Utc>>,
     /// What the log record carried; stored as `raw` only when a row is inserted.
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// One change a delivery or a backfill page asks of the users table.

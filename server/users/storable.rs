@@ -68,7 +68,7 @@ impl UserRecord {
         self.created_at = storable_time(self.created_at);
         self.updated_at = storable_time(self.updated_at);
         self.last_sign_in_at = storable_time(self.last_sign_in_at);
-        storable_json(&mut self.raw);
+        self.raw.make_storable();
     }
 }
 
@@ -80,7 +80,7 @@ impl UserDeletion {
         if storable_time(Some(self.deleted_at)).is_none() {
             self.deleted_at = Utc::now();
         }
-        storable_json(&mut self.raw);
+        self.raw.make_storable();
     }
 }
 
@@ -89,7 +89,7 @@ impl UserSighting {
         storable_text(&mut self.id);
         storable_opt_text(&mut self.email);
         self.signed_in_at = storable_time(self.signed_in_at);
-        storable_json(&mut self.raw);
+        self.raw.make_storable();
     }
 }
 
@@ -120,7 +120,7 @@ mod tests {
             created_at: DateTime::from_timestamp(-300_000_000_000, 0),
             updated_at: DateTime::from_timestamp(1_700_000_000, 0),
             last_sign_in_at: None,
-            raw,
+            raw: raw.into(),
         }
     }
 
@@ -132,7 +132,7 @@ mod tests {
         assert_eq!(r.email.as_deref(), Some("a\u{FFFD}b@example.com"));
         assert_eq!(r.last_name.as_deref(), Some("plain"));
         assert_eq!(r.raw, json!({"first_name": "A\u{FFFD}B", "nested": [{"k\u{FFFD}": "v\u{FFFD}"}], "n": 1}));
-        assert!(!r.raw.to_string().contains("\\u0000"));
+        assert!(!r.raw.as_str().contains("\\u0000"));
     }
 
     #[test]
@@ -151,7 +151,7 @@ mod tests {
         let mut d = UserDeletion {
             id: "user_1".into(),
             deleted_at: DateTime::from_timestamp(-300_000_000_000, 0).unwrap(),
-            raw: json!({"id": "user_1"}),
+            raw: json!({"id": "user_1"}).into(),
         };
         d.make_storable();
         assert!(d.deleted_at.year() > 2000);

@@ -20,8 +20,9 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use std::collections::{HashMap, HashSet};
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::types::{ToSql, Type};
 
+use super::raw::RawJson;
 use super::record::{UserChange, UserDeletion, UserRecord, UserSighting};
 use crate::project_db::ProjectDbError;
 
@@ -284,47 +285,6 @@ const PAGE_TYPES: [Type; 10] = [
     Type::JSONB,
 ];
 
-/// One user of a backfill page: its record, and `raw` as the JSON text the provider sent
-/// when the caller kept it (written as is, never re-serialised); else `record.raw` is used.
-#[derive(Debug, Clone, Copy)]
-pub struct PageRow<'a> {
-    pub record: &'a UserRecord,
-    pub raw_json: Option<&'a str>,
-}
-
-impl PageRow<'_> {
-    /// The row as a self-contained record: `raw` parsed from the kept text if there is one
-    /// (for the rare paths that take a page row by row).
-    pub fn to_record(&self) -> UserRecord {
-        let mut record = self.record.clone();
-        if let Some(text) = self.raw_json {
-            // The text was read as JSON when the page arrived, and holds no NUL escape.
-            record.raw = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-        }
-        record
-    }
-}
-
-/// JSON text bound as `jsonb`/`json` without parsing or re-serialising it.
-#[derive(Debug)]
-struct JsonText<'a>(&'a str);
-
-impl ToSql for JsonText<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            out.extend_from_slice(&[1]); // jsonb binary format version
-        }
-        out.extend_from_slice(self.0.as_bytes());
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::JSON | Type::JSONB)
-    }
-
-    to_sql_checked!();
-}
-
 /// Stateless: the merge rules are SQL; the writer just runs them on a caller's connection or
 /// transaction.
 pub struct UsersWriter;
@@ -434,7 +394,7 @@ impl UsersWriter {
         if !unwritten.is_empty() {
             let ids: Vec<&str> = unwritten.iter().map(|(_, r)| r.id.as_str()).collect();
             let updated: Vec<Option<DateTime<Utc>>> = unwritten.iter().map(|(_, r)| r.updated_at).collect();
-            let raws: Vec<&serde_json::Value> = unwritten.iter().map(|(_, r)| &r.raw).collect();
+            let raws: Vec<&RawJson> = unwritten.iter().map(|(_, r)| &r.raw).collect();
             let stmt = c.prepare_cached(CLASSIFY_UNWRITTEN).await?;
             let same = c.query(&stmt, &[&ids, &updated, &raws]).await?;
             for (row, &(pos, record)) in same.iter().zip(&unwritten) {
@@ -470,7 +430,7 @@ impl UsersWriter {
         let ids: Vec<&str> = layer.iter().map(|(_, s)| s.id.as_str()).collect();
         let emails: Vec<Option<&str>> = layer.iter().map(|(_, s)| s.email.as_deref()).collect();
         let at: Vec<Option<DateTime<Utc>>> = layer.iter().map(|(_, s)| s.signed_in_at).collect();
-        let raws: Vec<&serde_json::Value> = layer.iter().map(|(_, s)| &s.raw).collect();
+        let raws: Vec<&RawJson> = layer.iter().map(|(_, s)| &s.raw).collect();
         let stmt = c.prepare_cached(SIGHTING_INSERT).await?;
         let rows = c.query(&stmt, &[&ids, &emails, &at, &raws]).await?;
         Ok(rows
@@ -515,8 +475,8 @@ impl UsersWriter {
 
     /// Upserts many users under the same rules (a backfill page). A user appearing twice is
     /// applied in order, so its newest object wins.
-    pub async fn upsert_batch(c: &impl GenericClient, records: &[UserRecord]) -> Result<BatchOutcome, ProjectDbError> {
-        let changes: Vec<UserChange> = records.iter().cloned().map(UserChange::Upsert).collect();
+    pub async fn upsert_batch(c: &impl GenericClient, records: &[&UserRecord]) -> Result<BatchOutcome, ProjectDbError> {
+        let changes: Vec<UserChange> = records.iter().map(|&r| UserChange::Upsert(r.clone())).collect();
         let outcomes = Self::apply_batch(c, &changes.iter().collect::<Vec<_>>()).await?;
         let written = outcomes.iter().filter(|o| o.changed()).count() as u64;
         Ok(BatchOutcome { written, unchanged: records.len() as u64 - written })
@@ -555,7 +515,7 @@ impl UsersWriter {
         let signed_in = ts(|r| r.last_sign_in_at);
         let deleted: Vec<Option<DateTime<Utc>>> =
             layer.iter().map(|(_, c)| deletion(c).map(|d| d.deleted_at)).collect();
-        let raws: Vec<&serde_json::Value> = layer
+        let raws: Vec<&RawJson> = layer
             .iter()
             .map(|(_, c)| match c {
                 UserChange::Upsert(r) => &r.raw,
@@ -605,15 +565,14 @@ impl UsersWriter {
     /// repeats in order.
     pub async fn upsert_page(
         tx: &deadpool_postgres::Transaction<'_>,
-        rows: &[PageRow<'_>],
+        rows: &[&UserRecord],
     ) -> Result<BatchOutcome, ProjectDbError> {
         if rows.is_empty() {
             return Ok(BatchOutcome::default());
         }
         let mut ids = HashSet::with_capacity(rows.len());
-        if !rows.iter().all(|r| ids.insert(r.record.id.as_str())) {
-            let records: Vec<UserRecord> = rows.iter().map(PageRow::to_record).collect();
-            return Self::upsert_batch(tx, &records).await;
+        if !rows.iter().all(|r| ids.insert(r.id.as_str())) {
+            return Self::upsert_batch(tx, rows).await;
         }
         // Fast path: (almost) no row of the page exists yet (a first backfill), so the new
         // users are inserts under the rules and are COPYed straight into the table, and the
@@ -622,14 +581,14 @@ impl UsersWriter {
         // fail on the primary key; the page then takes the staging path below, which decides
         // row by row.
         // The probe and the savepoint travel together (pipelined: one round trip).
-        let ids: Vec<&str> = rows.iter().map(|r| r.record.id.as_str()).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let params: [&(dyn ToSql + Sync); 1] = [&ids];
         let (stored, ()) =
             tokio::try_join!(tx.query(PAGE_EXISTING, &params), tx.batch_execute("SAVEPOINT capydb_page_direct"))?;
         let stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
         if stored.len() * PAGE_DIRECT_MAX_STORED_SHARE <= rows.len() {
-            let (merge, copy): (Vec<PageRow<'_>>, Vec<PageRow<'_>>) =
-                rows.iter().partition(|r| stored.contains(r.record.id.as_str()));
+            let (merge, copy): (Vec<&UserRecord>, Vec<&UserRecord>) =
+                rows.iter().partition(|r| stored.contains(r.id.as_str()));
             match Self::copy_rows(tx, PAGE_COPY_DIRECT, &copy).await {
                 Ok(copied) => {
                     let release = tx.batch_execute("RELEASE SAVEPOINT capydb_page_direct");
@@ -637,10 +596,9 @@ impl UsersWriter {
                         release.await?;
                         BatchOutcome::default()
                     } else {
-                        let records: Vec<UserRecord> = merge.iter().map(PageRow::to_record).collect();
                         tokio::try_join!(
                             async { release.await.map_err(ProjectDbError::from) },
-                            Self::upsert_batch(tx, &records)
+                            Self::upsert_batch(tx, &merge)
                         )?
                         .1
                     };
@@ -667,17 +625,12 @@ impl UsersWriter {
     async fn copy_rows(
         tx: &deadpool_postgres::Transaction<'_>,
         copy: &str,
-        rows: &[PageRow<'_>],
+        rows: &[&UserRecord],
     ) -> Result<u64, tokio_postgres::Error> {
         let sink = tx.copy_in(copy).await?;
         let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &PAGE_TYPES);
         futures::pin_mut!(writer);
-        for row in rows {
-            let r = row.record;
-            let raw: &(dyn ToSql + Sync) = match row.raw_json {
-                Some(text) => &JsonText(text),
-                None => &r.raw,
-            };
+        for r in rows {
             writer
                 .as_mut()
                 .write(&[
@@ -690,7 +643,7 @@ impl UsersWriter {
                     &r.created_at,
                     &r.updated_at,
                     &r.last_sign_in_at,
-                    raw,
+                    &r.raw,
                 ])
                 .await?;
         }

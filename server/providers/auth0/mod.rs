@@ -68,7 +68,7 @@ impl Provider for Auth0 {
         verify(secret, headers).map(|()| None)
     }
 
-    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+    fn parse(&self, body: &bytes::Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
         parse(body, received_at)
     }
 }
@@ -283,7 +283,7 @@ fn user_change(
                 (_, Some(time)) if !time.is_null() => from_json(time).ok_or(ParseError::Field("time"))?,
                 _ => received_at,
             };
-            Ok(UserChange::Delete(UserDeletion { id, deleted_at, raw: profile }))
+            Ok(UserChange::Delete(UserDeletion { id, deleted_at, raw: profile.into() }))
         }
     }
 }
@@ -342,21 +342,21 @@ fn log_change(code: &str, data: Map<String, Value>) -> Result<Option<UserChange>
         LOG_USER_DELETED => UserChange::Delete(UserDeletion {
             id: log_user_id(&data)?,
             deleted_at: log_date(&data)?,
-            raw: Value::Object(data),
+            raw: Value::Object(data).into(),
         }),
         LOG_SIGNUP => UserChange::Sighting(UserSighting {
             id: log_user_id(&data)?,
             insert_if_absent: true,
             email: signup_email(&data),
             signed_in_at: None,
-            raw: Value::Object(data),
+            raw: Value::Object(data).into(),
         }),
         LOG_LOGIN => UserChange::Sighting(UserSighting {
             id: log_user_id(&data)?,
             insert_if_absent: false,
             email: None,
             signed_in_at: Some(log_date(&data)?),
-            raw: Value::Object(data),
+            raw: Value::Object(data).into(),
         }),
         _ => return Ok(None),
     };
@@ -419,7 +419,7 @@ fn record_from(profile: Value) -> Result<UserRecord, ParseError> {
         created_at: optional_time(fields, "created_at", "created_at")?,
         updated_at: optional_time(fields, "updated_at", "updated_at")?,
         last_sign_in_at: optional_time(fields, "last_login", "last_login")?,
-        raw: profile,
+        raw: profile.into(),
     })
 }
 

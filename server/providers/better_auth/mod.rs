@@ -74,7 +74,7 @@ impl Provider for BetterAuth {
 
     /// Errors: [`ParseError::NotJson`]; [`ParseError::Field`] `"event"` for a body that is
     /// neither shape; otherwise those of [`envelope::parse`] and [`plugin::parse`].
-    fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
+    fn parse(&self, body: &bytes::Bytes, received_at: DateTime<Utc>) -> Result<Delivery, ParseError> {
         let value: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
         match value {
             Value::Object(object) if !object.contains_key("event") && object.contains_key("type") => {
@@ -160,7 +160,7 @@ pub(crate) fn record_from(user: Value, labels: &Labels) -> Result<UserRecord, Pa
         created_at: optional_time(fields, "createdAt", labels.created_at)?,
         updated_at: optional_time(fields, "updatedAt", labels.updated_at)?,
         last_sign_in_at,
-        raw: user,
+        raw: user.into(),
     })
 }
 

@@ -167,7 +167,7 @@ pub fn parse(mut payload: Map<String, Value>) -> Result<Delivery, ParseError> {
             UserChange::Delete(UserDeletion {
                 id: required_id(&data, &PLUGIN_LABELS)?,
                 deleted_at,
-                raw: Value::Object(data),
+                raw: Value::Object(data).into(),
             })
         }
         SESSION_CREATED => UserChange::Sighting(sign_in(data)?),
@@ -190,7 +190,7 @@ fn sign_in(session: Map<String, Value>) -> Result<UserSighting, ParseError> {
         insert_if_absent: false,
         email: None,
         signed_in_at: Some(signed_in_at),
-        raw: Value::Object(session),
+        raw: Value::Object(session).into(),
     })
 }
 
@@ -245,7 +245,7 @@ mod tests {
     }
 
     fn parse_json(body: &Value) -> Result<Delivery, ParseError> {
-        BetterAuth.parse(body.to_string().as_bytes(), received())
+        BetterAuth.parse(&body.to_string().into_bytes().into(), received())
     }
 
     // ---- verify ----------------------------------------------------------------------
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn the_vector_body_upserts_its_data() {
         let v = vector();
-        let delivery = BetterAuth.parse(v.body.as_bytes(), received()).expect("parses");
+        let delivery = BetterAuth.parse(&v.body.clone().into_bytes().into(), received()).expect("parses");
         let UserChange::Upsert(record) = single(delivery, USER_CREATED) else { panic!("an upsert") };
         let body: Value = serde_json::from_str(&v.body).expect("json");
         assert_eq!(
@@ -385,7 +385,7 @@ mod tests {
                 created_at: Some(utc("2025-12-01T11:59:59.512Z")),
                 updated_at: Some(utc("2025-12-01T11:59:59.512Z")),
                 last_sign_in_at: None,
-                raw: body["data"].clone(),
+                raw: body["data"].clone().into(),
             }
         );
     }
@@ -410,7 +410,11 @@ mod tests {
         let change = single(parse_json(&payload(USER_DELETED, user.clone())).unwrap(), USER_DELETED);
         assert_eq!(
             change,
-            UserChange::Delete(UserDeletion { id: "u1".into(), deleted_at: utc("2026-03-30T12:00:00Z"), raw: user })
+            UserChange::Delete(UserDeletion {
+                id: "u1".into(),
+                deleted_at: utc("2026-03-30T12:00:00Z"),
+                raw: user.into()
+            })
         );
     }
 
@@ -427,7 +431,7 @@ mod tests {
                 insert_if_absent: false,
                 email: None,
                 signed_in_at: Some(utc("2026-03-30T11:59:58.250Z")),
-                raw: session.clone(),
+                raw: session.clone().into(),
             })
         );
         let mut bad = session.clone();
