@@ -51,7 +51,7 @@ impl RawJson {
     /// Whether the text may hold a NUL character (a `\u0000` escape; an escaped backslash
     /// followed by `u0000` also matches, and merely takes the slow path).
     pub fn may_hold_nul(text: &[u8]) -> bool {
-        text.windows(NUL_ESCAPE.len()).any(|w| w == NUL_ESCAPE)
+        memchr::memmem::find(text, NUL_ESCAPE).is_some()
     }
 
     /// Makes the value storable in `jsonb` (see `users::storable`): untouched unless it holds
