@@ -103,6 +103,13 @@ pub async fn run_service(
 ) -> Result<RunStats, BenchError> {
     let uri: http::Uri = url.parse().map_err(|e| BenchError::Setup(format!("bad webhook url {url}: {e}")))?;
     let authority = uri.authority().ok_or_else(|| BenchError::Setup(format!("no host in {url}")))?.clone();
+    // The request target is the path, as an HTTP/1 client sends it; Host names the server.
+    let target: http::Uri = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .map_err(|e| BenchError::Setup(format!("bad webhook path in {url}: {e}")))?;
     let mut senders = Vec::with_capacity(in_flight);
     for _ in 0..in_flight {
         let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
@@ -119,8 +126,8 @@ pub async fn run_service(
     let workers: Vec<_> = senders
         .into_iter()
         .map(|mut sender| {
-            let (uri, authority, deliveries, cursor) =
-                (uri.clone(), authority.clone(), deliveries.clone(), cursor.clone());
+            let (target, authority, deliveries, cursor) =
+                (target.clone(), authority.clone(), deliveries.clone(), cursor.clone());
             tokio::spawn(async move {
                 let mut stats = WorkerStats::default();
                 loop {
@@ -129,13 +136,15 @@ pub async fn run_service(
                     if Instant::now() > deadline {
                         break;
                     }
-                    let mut request = http::Request::post(uri.clone())
+                    let mut request = http::Request::post(target.clone())
                         .header(http::header::HOST, authority.as_str())
                         .body(Full::new(delivery.body.clone()))
                         .expect("a POST to a parsed URI is a valid request");
                     request.headers_mut().extend(delivery.headers.clone());
                     let t = Instant::now();
                     let answer = match tokio::time::timeout(Duration::from_secs(30), async {
+                        // HTTP/1: the previous exchange must be finished before the next.
+                        sender.ready().await?;
                         let response = sender.send_request(request).await?;
                         let status = response.status();
                         let body = response.into_body().collect().await?.to_bytes();

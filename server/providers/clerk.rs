@@ -3,8 +3,9 @@
 //!
 //! Handled events: `user.created` / `user.updated` (upsert), `user.deleted` (soft delete at
 //! the envelope `timestamp`), `session.created` whose `data.user` is a full user (upsert).
-//! Every other type is acknowledged as unhandled. `raw` is always the provider's object as
-//! received: it is moved out of the parsed body, never rebuilt.
+//! Every other type is acknowledged as unhandled. `raw` is the provider's object as
+//! received: the text of the user in the body (see `users::RawJson`), rebuilt only when a
+//! body needs the `Value` path or Postgres could not store the text.
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -109,10 +110,17 @@ fn parse_event_text(body: &Bytes, received_at: DateTime<Utc>) -> Option<Result<D
             // The session's other fields are checked as strictly as a `Value` would be.
             let user = json_text::read_object(data.as_bytes(), &[], Some("user"))?.kept.map(RawValue::get);
             match user {
-                Some(user) if is_full_user(&serde_json::from_str(user).ok()?) => {
-                    Some(UserChange::Upsert(user_from_clerk_text(body, user).ok()?))
+                Some(user) if user.starts_with('{') && !RawJson::needs_rewrite(user.as_bytes()) => {
+                    let read = json_text::read_object(user.as_bytes(), &SESSION_USER_FIELDS, None)?;
+                    if is_full_user(&read.fields) {
+                        Some(UserChange::Upsert(record_with(&read.fields, RawJson::received(body, user)).ok()?))
+                    } else {
+                        None
+                    }
                 }
-                _ => None,
+                // Not an object, or one only a `Value` can make storable: the `Value` path.
+                Some(_) => return None,
+                None => None,
             }
         }
         _ => {
@@ -173,6 +181,18 @@ pub const USER_COLUMN_FIELDS: [&str; 10] = [
     "last_sign_in_at",
 ];
 
+/// What a `session.created` reads of its `user`: the columns, and `object` to tell a full
+/// user from a stub.
+const SESSION_USER_FIELDS: [&str; 11] = {
+    let mut fields = ["object"; 11];
+    let mut i = 0;
+    while i < USER_COLUMN_FIELDS.len() {
+        fields[i + 1] = USER_COLUMN_FIELDS[i];
+        i += 1;
+    }
+    fields
+};
+
 /// Maps one Clerk user object (a webhook `data`, or an element of `GET /v1/users`) to a
 /// [`UserRecord`] per the SPEC §2 Clerk column; `raw` is a copy of `user`.
 ///
@@ -197,7 +217,7 @@ pub fn user_from_clerk_text(body: &Bytes, text: &str) -> Result<UserRecord, Pars
 /// text is not an object), for a caller that needs them even when the user cannot be
 /// mapped (the backfill's cursor).
 pub fn read_user_text(body: &Bytes, text: &str) -> (Map<String, Value>, Result<UserRecord, ParseError>) {
-    let read = (!RawJson::may_hold_nul(text.as_bytes()))
+    let read = (!RawJson::needs_rewrite(text.as_bytes()))
         .then(|| json_text::read_object(text.as_bytes(), &USER_COLUMN_FIELDS, None))
         .flatten();
     match read {
@@ -263,12 +283,13 @@ fn deletion(
 /// and `object == "user"`); `None` (unhandled) otherwise.
 fn session_user(mut data: Map<String, Value>) -> Result<Option<UserRecord>, ParseError> {
     match data.remove("user") {
-        Some(user) if is_full_user(&user) => user_from_clerk(&user).map(Some),
+        Some(Value::Object(user)) if is_full_user(&user) => user_from_clerk(&Value::Object(user)).map(Some),
         _ => Ok(None),
     }
 }
 
-fn is_full_user(user: &Value) -> bool {
+/// A session's `user` is a full user object (not just an id or a stub).
+fn is_full_user(user: &Map<String, Value>) -> bool {
     user.get("object").and_then(Value::as_str) == Some("user")
         && user.get("id").and_then(Value::as_str).is_some_and(|id| !id.is_empty())
 }
@@ -503,6 +524,22 @@ mod tests {
             raw: fixture_json("session.created.json")["data"]["user"].clone().into(),
         };
         assert_eq!(record, expected);
+    }
+
+    #[test]
+    fn a_number_postgres_cannot_hold_is_made_storable_not_fatal() {
+        // serde_json reads 1e-20000 as 0.0; Postgres' numeric refuses it as written.
+        for event_type in [USER_UPDATED, SESSION_CREATED] {
+            let mut user = fixture_json("user.updated.json")["data"].clone();
+            user["object"] = json!("user");
+            let user = user.to_string().replacen('{', r#"{"capydb_numbers":{"ratio":1e-20000},"#, 1);
+            let data = if event_type == SESSION_CREATED { format!(r#"{{"user":{user}}}"#) } else { user };
+            let body = format!(r#"{{"type":"{event_type}","timestamp":1,"data":{data}}}"#);
+            let mut record = single_upsert(parse_event(body.as_bytes(), received()).expect("parses"), event_type);
+            record.make_storable();
+            assert_eq!(record.raw.to_value()["capydb_numbers"], json!({"ratio": 0.0}), "{event_type}");
+            assert!(!RawJson::needs_rewrite(record.raw.as_str().as_bytes()), "{event_type}");
+        }
     }
 
     #[test]

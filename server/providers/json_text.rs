@@ -6,11 +6,14 @@
 //! [`read_object`]: the wanted fields are built as `Value`s, one field may be kept as its
 //! text (the `raw` to store), and every other field is read and checked, not built.
 //!
-//! The check is as strict as building a `Value` would be (serde_json's own parser visits
-//! every string, escape and number: a lone surrogate or a number out of range fails the read
-//! just as it fails `serde_json::from_slice::<Value>`), so what is stored from the text is
-//! exactly what the `Value` path would have accepted. A repeated key keeps its last value,
-//! as a `Value` (and Postgres' `jsonb`) would.
+//! The check of the skipped fields is as strict as building a `Value` would be (serde_json's
+//! own parser visits every string, escape and number: a lone surrogate or a number out of
+//! range fails the read just as it fails `serde_json::from_slice::<Value>`). The kept field
+//! is only delimited, not checked: a caller that stores it reads it again with
+//! [`read_object`] (as the Clerk module does), which also gives it a fresh nesting budget —
+//! so an object nested nearly 128 deep inside an envelope is read here and refused by a
+//! `Value` of the whole body, a difference Postgres does not mind. A repeated key keeps its
+//! last value, as a `Value` (and Postgres' `jsonb`) would.
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;

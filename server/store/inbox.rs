@@ -52,9 +52,11 @@ impl ControlStore {
         let received: Vec<DateTime<Utc>> = deliveries.iter().map(|d| d.received_at).collect();
         let delivery_ids: Vec<Option<&str>> = deliveries.iter().map(|d| d.delivery_id.as_deref()).collect();
         let types: Vec<&str> = deliveries.iter().map(|d| d.event_type.as_str()).collect();
-        let changes: Vec<serde_json::Value> = deliveries
+        // As JSON text, so each `raw` is parked as the text received (a `Value` would rewrite
+        // its numbers).
+        let changes: Vec<String> = deliveries
             .iter()
-            .map(|d| serde_json::to_value(&d.changes))
+            .map(|d| serde_json::to_string(&d.changes))
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::Query(format!("cannot encode parked changes: {e}")))?;
         let c = self.client().await?;
@@ -64,7 +66,7 @@ impl ControlStore {
             .query(
                 "WITH input AS (
                    SELECT *, row_number() OVER (PARTITION BY integration_id ORDER BY ord) AS rank
-                   FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY
+                   FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY
                      AS t(integration_id, received_at, delivery_id, event_type, changes, ord)
                  ),
                  room AS (
@@ -75,7 +77,7 @@ impl ControlStore {
                  ),
                  parked AS (
                    INSERT INTO capydb_auth_sync.inbox (integration_id, received_at, delivery_id, event_type, changes)
-                   SELECT t.integration_id, t.received_at, t.delivery_id, t.event_type, t.changes
+                   SELECT t.integration_id, t.received_at, t.delivery_id, t.event_type, t.changes::jsonb
                    FROM input t JOIN room r ON r.integration_id = t.integration_id
                    WHERE t.rank <= r.free
                    ORDER BY t.ord
@@ -133,7 +135,7 @@ impl ControlStore {
         }
         let rows = tx
             .query(
-                "SELECT id, changes FROM capydb_auth_sync.inbox WHERE integration_id = $1 ORDER BY id LIMIT $2",
+                "SELECT id, changes::text FROM capydb_auth_sync.inbox WHERE integration_id = $1 ORDER BY id LIMIT $2",
                 &[&integration_id, &limit],
             )
             .await?;
@@ -141,9 +143,9 @@ impl ControlStore {
         let mut deliveries = Vec::with_capacity(rows.len());
         for r in rows {
             ids.push(r.get::<_, i64>(0));
-            let changes: serde_json::Value = r.get(1);
+            let changes: &str = r.get(1);
             deliveries.push(
-                serde_json::from_value(changes)
+                serde_json::from_str(changes)
                     .map_err(|e| StoreError::Query(format!("a parked delivery cannot be decoded: {e}")))?,
             );
         }

@@ -407,6 +407,15 @@ async fn a_nul_character_and_an_absurd_timestamp_land_instead_of_failing() {
     let raw = r.raw.unwrap();
     assert_eq!(raw["first_name"], "A\u{FFFD}B");
     assert_eq!(raw["unsafe_metadata"], json!({"note\u{FFFD}": "x\u{FFFD}y"}));
+
+    // A number Postgres' numeric cannot hold as written (serde_json reads it as 0.0).
+    let event = clerk_event("user.created", clerk_user("user_tiny", 1), 1);
+    let event = event.replacen(r#""id":"user_tiny""#, r#""id":"user_tiny","capydb_numbers":{"tiny":1e-20000}"#, 1);
+    assert!(event.contains("1e-20000"));
+    let (status, answer) = app.send_clerk("odd", &whsec, &event).await;
+    assert_eq!((status, answer), (200, json!({"status": "applied"})));
+    let raw = row(&app.project().await, "user_tiny").await.unwrap().raw.unwrap();
+    assert_eq!(raw["capydb_numbers"], json!({"tiny": 0.0}));
 }
 
 #[tokio::test]

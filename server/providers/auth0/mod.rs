@@ -14,7 +14,7 @@
 //!   used is skipped and counted, never refuses the batch (see `log_batch`).
 //!
 //! `raw` is always what the provider sent (the profile, or a log record's `data`), moved out
-//! of the parsed body, never rebuilt.
+//! of the parsed body and written as JSON text once (`users::RawJson::from_value`).
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde_json::{Map, Value};

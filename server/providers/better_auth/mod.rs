@@ -10,7 +10,8 @@
 //!
 //! The signature header picks the verifier. Once a body is authenticated (by either, with
 //! the same secret), its shape picks the parser: `event` is the envelope, `type` the
-//! plugin's. `raw` is always the user object as received, moved out of the body.
+//! plugin's. `raw` is always the user object as received, moved out of the body and written
+//! as JSON text once (`users::RawJson::from_value`).
 pub mod envelope;
 pub mod plugin;
 
