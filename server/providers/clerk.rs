@@ -110,15 +110,17 @@ fn parse_event_text(body: &Bytes, received_at: DateTime<Utc>) -> Option<Result<D
             // The session's other fields are checked as strictly as a `Value` would be.
             let user = json_text::read_object(data.as_bytes(), &[], Some("user"))?.kept.map(RawValue::get);
             match user {
-                Some(user) if user.starts_with('{') && !RawJson::needs_rewrite(user.as_bytes()) => {
-                    let read = json_text::read_object(user.as_bytes(), &SESSION_USER_FIELDS, None)?;
+                Some(user) if user.starts_with('{') => {
+                    // A user only a `Value` can make storable takes the `Value` path.
+                    let read = read_storable(user, &SESSION_USER_FIELDS)?;
                     if is_full_user(&read.fields) {
-                        Some(UserChange::Upsert(record_with(&read.fields, RawJson::received(body, user)).ok()?))
+                        Some(UserChange::Upsert(
+                            record_with(&read.fields, RawJson::received_storable(body, user)).ok()?,
+                        ))
                     } else {
                         None
                     }
                 }
-                // Not an object, or one only a `Value` can make storable: the `Value` path.
                 Some(_) => return None,
                 None => None,
             }
@@ -181,6 +183,16 @@ pub const USER_COLUMN_FIELDS: [&str; 10] = [
     "last_sign_in_at",
 ];
 
+/// Reads `wanted` of the object `text` when the text is storable as written (no NUL, no
+/// number Postgres refuses; see `RawJson`); `None` sends the caller to its `Value` path.
+fn read_storable<'a>(text: &'a str, wanted: &[&str]) -> Option<json_text::ObjectFields<'a>> {
+    if RawJson::may_hold_nul(text.as_bytes()) {
+        return None;
+    }
+    json_text::read_object(text.as_bytes(), wanted, None)
+        .filter(|read| RawJson::numbers_storable(text.as_bytes(), read.float_read_as_zero))
+}
+
 /// What a `session.created` reads of its `user`: the columns, and `object` to tell a full
 /// user from a stub.
 const SESSION_USER_FIELDS: [&str; 11] = {
@@ -207,8 +219,9 @@ pub fn user_from_clerk(user: &Value) -> Result<UserRecord, ParseError> {
 
 /// Maps a Clerk user object given as its text, a slice of `body` (a webhook body or a
 /// listed page): the columns are built from [`USER_COLUMN_FIELDS`] alone and `raw` is the
-/// text itself. A text the field reader refuses, or one holding a `\u0000` escape (which
-/// only a `Value` can make storable), takes [`user_from_clerk`]'s path.
+/// text itself. A text the field reader refuses, or one Postgres could not store as written
+/// (a `\u0000` escape, a number beyond `numeric`; only a `Value` can make those storable),
+/// takes [`user_from_clerk`]'s path.
 pub fn user_from_clerk_text(body: &Bytes, text: &str) -> Result<UserRecord, ParseError> {
     read_user_text(body, text).1
 }
@@ -217,12 +230,9 @@ pub fn user_from_clerk_text(body: &Bytes, text: &str) -> Result<UserRecord, Pars
 /// text is not an object), for a caller that needs them even when the user cannot be
 /// mapped (the backfill's cursor).
 pub fn read_user_text(body: &Bytes, text: &str) -> (Map<String, Value>, Result<UserRecord, ParseError>) {
-    let read = (!RawJson::needs_rewrite(text.as_bytes()))
-        .then(|| json_text::read_object(text.as_bytes(), &USER_COLUMN_FIELDS, None))
-        .flatten();
-    match read {
+    match read_storable(text, &USER_COLUMN_FIELDS) {
         Some(read) => {
-            let record = record_with(&read.fields, RawJson::received(body, text));
+            let record = record_with(&read.fields, RawJson::received_storable(body, text));
             (read.fields, record)
         }
         None => {

@@ -15,10 +15,10 @@
 //! `Value` of the whole body, a difference Postgres does not mind. A repeated key keeps its
 //! last value, as a `Value` (and Postgres' `jsonb`) would.
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 /// What [`read_object`] read: the wanted fields, and the kept field's text if it was there.
@@ -26,6 +26,11 @@ use std::fmt;
 pub struct ObjectFields<'a> {
     pub fields: Map<String, Value>,
     pub kept: Option<&'a RawValue>,
+    /// Whether a number with a fraction or an exponent read as zero anywhere outside the kept
+    /// field: a `0.0`, or a `1e-20000` that serde_json rounds down and Postgres' `numeric`
+    /// refuses as written. Only then can such a number be in the text, so only then does a
+    /// caller storing the text need `RawJson::needs_rewrite`'s scan.
+    pub float_read_as_zero: bool,
 }
 
 /// Reads `text` as one JSON object (nothing may follow it): the fields named in `wanted` are
@@ -33,15 +38,27 @@ pub struct ObjectFields<'a> {
 /// skipped. `None` when `text` is not a JSON object (callers take their `Value` path to say
 /// exactly why).
 pub fn read_object<'a>(text: &'a [u8], wanted: &[&str], keep: Option<&str>) -> Option<ObjectFields<'a>> {
+    let zero = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(text);
-    let fields = de.deserialize_map(FieldsVisitor { wanted, keep }).ok()?;
+    let mut fields = de.deserialize_map(FieldsVisitor { wanted, keep, zero: Checked(&zero) }).ok()?;
     de.end().ok()?;
+    fields.float_read_as_zero = zero.get() || fields.fields.values().any(holds_float_zero);
     Some(fields)
+}
+
+fn holds_float_zero(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64() && n.as_f64() == Some(0.0),
+        Value::Array(items) => items.iter().any(holds_float_zero),
+        Value::Object(map) => map.values().any(holds_float_zero),
+        Value::Null | Value::Bool(_) | Value::String(_) => false,
+    }
 }
 
 struct FieldsVisitor<'w> {
     wanted: &'w [&'w str],
     keep: Option<&'w str>,
+    zero: Checked<'w>,
 }
 
 impl<'de> Visitor<'de> for FieldsVisitor<'_> {
@@ -60,7 +77,7 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
                 let value: Value = map.next_value()?;
                 read.fields.insert(key.into_owned(), value);
             } else {
-                map.next_value::<Checked>()?;
+                map.next_value_seed(self.zero)?;
             }
         }
         Ok(read)
@@ -95,56 +112,63 @@ impl<'de> Visitor<'de> for Key {
 }
 
 /// Any JSON value, read as strictly as a `Value` is and not built (serde's `IgnoredAny`
-/// would let serde_json skip strings and numbers without checking them).
-struct Checked;
+/// would let serde_json skip strings and numbers without checking them); notes a float read
+/// as zero (see [`ObjectFields::float_read_as_zero`]).
+#[derive(Clone, Copy)]
+struct Checked<'c>(&'c Cell<bool>);
 
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Checked)
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Checked {
-    type Value = Checked;
+impl<'de> Visitor<'de> for Checked<'_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_key::<Checked>()?.is_some() {
-            map.next_value::<Checked>()?;
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        if v == 0.0 {
+            self.0.set(true);
         }
-        Ok(Checked)
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
     }
 }
 
@@ -185,5 +209,17 @@ mod tests {
         let nested_deep = format!("{{\"skip\": {}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(serde_json::from_str::<Value>(&nested_deep).is_err());
         assert!(read(&nested_deep, &[], None).is_none(), "the same depth limit");
+    }
+
+    #[test]
+    fn a_float_read_as_zero_is_noted_wherever_it_is_outside_the_kept_field() {
+        for (text, zero) in [
+            (r#"{"skip": {"x": [1e-20000]}}"#, true),
+            (r#"{"a": [{"b": 0.0}]}"#, true),
+            (r#"{"skip": -0E+5}"#, true),
+            (r#"{"a": 0, "skip": [0, 1.5, 1e-300], "data": {"x": 1e-20000}}"#, false),
+        ] {
+            assert_eq!(read(text, &["a"], Some("data")).expect("an object").float_read_as_zero, zero, "{text}");
+        }
     }
 }

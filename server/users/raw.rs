@@ -24,7 +24,11 @@ use super::storable::storable_json;
 
 /// One JSON value as text (see the module docs).
 #[derive(Clone)]
-pub struct RawJson(Bytes);
+pub struct RawJson {
+    text: Bytes,
+    /// Known to be storable as written (checked by its reader, or made so).
+    storable: bool,
+}
 
 /// How a NUL character is written in JSON text (the only way it can be).
 const NUL_ESCAPE: &[u8] = b"\\u0000";
@@ -41,23 +45,30 @@ impl RawJson {
     /// `body` that serde_json has read as one whole JSON value (a `&RawValue` of it, or the
     /// text a strict reader accepted); anything else is a bug and panics.
     pub fn received(body: &Bytes, text: &str) -> Self {
-        RawJson(body.slice_ref(text.as_bytes()))
+        RawJson { text: body.slice_ref(text.as_bytes()), storable: false }
+    }
+
+    /// [`RawJson::received`] for a text its reader has found storable as written (no
+    /// [`RawJson::may_hold_nul`], [`RawJson::numbers_storable`]): `make_storable` has nothing
+    /// to check.
+    pub fn received_storable(body: &Bytes, text: &str) -> Self {
+        RawJson { storable: true, ..Self::received(body, text) }
     }
 
     /// The text of an object built in memory.
     pub fn from_value(value: &Value) -> Self {
-        RawJson(Bytes::from(value.to_string()))
+        RawJson { text: Bytes::from(value.to_string()), storable: false }
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
         // Always valid UTF-8: a slice serde_json read as JSON, or its own output.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(&self.text).unwrap_or_default()
     }
 
     /// The value, parsed (for the rare reader that needs a tree: tests, the inbox).
     pub fn to_value(&self) -> Value {
-        serde_json::from_slice(&self.0).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.text).unwrap_or(Value::Null)
     }
 
     /// Whether Postgres may refuse the text as `jsonb`: it may hold a NUL character (a
@@ -66,17 +77,35 @@ impl RawJson {
     /// tokens, so a string that merely looks like one (`"\\u0000"`, `"x1e1234"`) also
     /// matches and only takes the slow path.
     pub fn needs_rewrite(text: &[u8]) -> bool {
-        memchr::memmem::find(text, NUL_ESCAPE).is_some() || has_long_exponent(text) || has_long_digit_run(text)
+        Self::may_hold_nul(text) || !Self::numbers_storable(text, true)
+    }
+
+    /// Whether the text may hold a NUL character (a `\u0000` escape, the only way JSON can
+    /// write one).
+    pub fn may_hold_nul(text: &[u8]) -> bool {
+        memchr::memmem::find(text, NUL_ESCAPE).is_some()
+    }
+
+    /// Whether every number in the text is storable as written, for a reader that knows
+    /// whether any float in it read as zero (`json_text::ObjectFields::float_read_as_zero`):
+    /// a number Postgres refuses that serde_json accepts has an exponent below -16383 (or
+    /// beyond ±1000 before Postgres 15), which reads as zero unless its mantissa has hundreds
+    /// of digits, or more fractional digits than `numeric` keeps, which needs a longer text.
+    /// Otherwise the text is scanned.
+    pub fn numbers_storable(text: &[u8], float_read_as_zero: bool) -> bool {
+        let may_refuse = float_read_as_zero || text.len() > NUMERIC_MAX_SCALE;
+        !may_refuse || !(has_long_exponent(text) || has_long_digit_run(text))
     }
 
     /// Makes the value storable in `jsonb` (see `users::storable`): untouched unless
     /// [`RawJson::needs_rewrite`], then rebuilt through a `Value` with NUL replaced.
     pub fn make_storable(&mut self) {
-        if Self::needs_rewrite(&self.0) {
+        if !self.storable && Self::needs_rewrite(&self.text) {
             let mut value = self.to_value();
             storable_json(&mut value);
             *self = Self::from_value(&value);
         }
+        self.storable = true;
     }
 }
 
@@ -104,7 +133,7 @@ impl From<Value> for RawJson {
 /// Equal when the texts are, or when they are the same JSON value written differently.
 impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0 || self.to_value() == other.to_value()
+        self.text == other.text || self.to_value() == other.to_value()
     }
 }
 
@@ -132,7 +161,7 @@ impl serde::Serialize for RawJson {
 impl<'de> serde::Deserialize<'de> for RawJson {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = Box::<RawValue>::deserialize(deserializer)?;
-        Ok(RawJson(Bytes::from(String::from(Box::<str>::from(text)))))
+        Ok(RawJson { text: Bytes::from(String::from(Box::<str>::from(text))), storable: false })
     }
 }
 
@@ -142,7 +171,7 @@ impl ToSql for RawJson {
         if *ty == Type::JSONB {
             out.extend_from_slice(&[1]); // jsonb binary format version
         }
-        out.extend_from_slice(&self.0);
+        out.extend_from_slice(&self.text);
         Ok(IsNull::No)
     }
 
@@ -204,6 +233,8 @@ mod tests {
             (r#"{"x": 2.5e-1000}"#, json!({"x": 0.0})),
         ] {
             assert!(RawJson::needs_rewrite(text.as_bytes()), "{text}");
+            assert!(!RawJson::numbers_storable(text.as_bytes(), true), "{text}");
+            assert!(RawJson::numbers_storable(text.as_bytes(), false), "a reader that saw no zero is trusted");
             let mut raw = RawJson::received(&Bytes::from_static(text.as_bytes()), text);
             raw.make_storable();
             assert_eq!(raw, stored, "{text}");
