@@ -73,8 +73,9 @@ pub struct ReadUser {
     pub id: String,
     /// `created_at` when it is an integer, else 0 (for the cursor).
     pub created_ms: i64,
-    /// The user mapped to a record, made storable (`raw` is its text in the page unless it
-    /// held a NUL), or why not.
+    /// The user mapped to a record, made storable (`raw` is its text in the page unless
+    /// Postgres could not store that as written: a NUL, a number `numeric` refuses), or why
+    /// not.
     pub record: Result<UserRecord, ParseError>,
 }
 

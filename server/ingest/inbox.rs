@@ -127,18 +127,31 @@ impl Inbox {
                     Err(_) => break,
                 }
             }
-            let deliveries: Vec<ParkedDelivery> = jobs.iter().map(|j| j.delivery.clone()).collect();
-            match self.store.park(&deliveries, self.max_per_project).await {
-                Ok(parked) => {
-                    for (job, ok) in jobs.into_iter().zip(parked) {
-                        let _ = job.reply.send(Ok(ok));
-                    }
+            self.park_jobs(jobs).await;
+        }
+    }
+
+    /// Parks `jobs` in one statement and answers each. When the statement fails on a row (the
+    /// control database refused a value), each delivery is parked on its own, so one cannot
+    /// fail the others.
+    async fn park_jobs(&self, jobs: Vec<ParkJob>) {
+        let deliveries: Vec<ParkedDelivery> = jobs.iter().map(|j| j.delivery.clone()).collect();
+        match self.store.park(&deliveries, self.max_per_project).await {
+            Ok(parked) => {
+                for (job, ok) in jobs.into_iter().zip(parked) {
+                    let _ = job.reply.send(Ok(ok));
                 }
-                Err(e) => {
-                    crate::metrics::control_store_error("inbox_park", &e);
-                    for job in jobs {
-                        let _ = job.reply.send(Err(e.clone()));
-                    }
+            }
+            Err(StoreError::Query(e)) if jobs.len() > 1 => {
+                tracing::debug!(error = %e, deliveries = jobs.len(), "a park failed on a row; parking one by one");
+                for job in jobs {
+                    Box::pin(self.park_jobs(vec![job])).await;
+                }
+            }
+            Err(e) => {
+                crate::metrics::control_store_error("inbox_park", &e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -195,8 +195,8 @@ fn read_storable<'a>(text: &'a str, wanted: &[&str]) -> Option<json_text::Object
 
 /// What a `session.created` reads of its `user`: the columns, and `object` to tell a full
 /// user from a stub.
-const SESSION_USER_FIELDS: [&str; 11] = {
-    let mut fields = ["object"; 11];
+const SESSION_USER_FIELDS: [&str; USER_COLUMN_FIELDS.len() + 1] = {
+    let mut fields = ["object"; USER_COLUMN_FIELDS.len() + 1];
     let mut i = 0;
     while i < USER_COLUMN_FIELDS.len() {
         fields[i + 1] = USER_COLUMN_FIELDS[i];

@@ -26,9 +26,9 @@ use std::fmt;
 pub struct ObjectFields<'a> {
     pub fields: Map<String, Value>,
     pub kept: Option<&'a RawValue>,
-    /// Whether a number with a fraction or an exponent read as zero anywhere outside the kept
-    /// field: a `0.0`, or a `1e-20000` that serde_json rounds down and Postgres' `numeric`
-    /// refuses as written. Only then can such a number be in the text, so only then does a
+    /// Whether a number with a fraction or an exponent (or a `-0`) read as zero anywhere
+    /// outside the kept field, repeated keys included: a `0.0`, or a `1e-20000` that
+    /// serde_json rounds down and Postgres' `numeric` refuses as written. Only then can such a number be in the text, so only then does a
     /// caller storing the text need `RawJson::needs_rewrite`'s scan.
     pub float_read_as_zero: bool,
 }
@@ -42,7 +42,7 @@ pub fn read_object<'a>(text: &'a [u8], wanted: &[&str], keep: Option<&str>) -> O
     let mut de = serde_json::Deserializer::from_slice(text);
     let mut fields = de.deserialize_map(FieldsVisitor { wanted, keep, zero: Checked(&zero) }).ok()?;
     de.end().ok()?;
-    fields.float_read_as_zero = zero.get() || fields.fields.values().any(holds_float_zero);
+    fields.float_read_as_zero = zero.get();
     Some(fields)
 }
 
@@ -75,6 +75,10 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
                 read.kept = Some(map.next_value()?);
             } else if self.wanted.contains(&key.as_ref()) {
                 let value: Value = map.next_value()?;
+                // Checked as read: a repeated key replaces its value below.
+                if holds_float_zero(&value) {
+                    self.zero.0.set(true);
+                }
                 read.fields.insert(key.into_owned(), value);
             } else {
                 map.next_value_seed(self.zero)?;
@@ -217,6 +221,7 @@ mod tests {
             (r#"{"skip": {"x": [1e-20000]}}"#, true),
             (r#"{"a": [{"b": 0.0}]}"#, true),
             (r#"{"skip": -0E+5}"#, true),
+            (r#"{"a": [1e-20000], "a": "replaced"}"#, true),
             (r#"{"a": 0, "skip": [0, 1.5, 1e-300], "data": {"x": 1e-20000}}"#, false),
         ] {
             assert_eq!(read(text, &["a"], Some("data")).expect("an object").float_read_as_zero, zero, "{text}");

@@ -26,38 +26,55 @@ use super::storable::storable_json;
 #[derive(Clone)]
 pub struct RawJson {
     text: Bytes,
-    /// Known to be storable as written (checked by its reader, or made so).
-    storable: bool,
+    /// What is known of the text's storability (so `make_storable` checks nothing twice).
+    known: Known,
+}
+
+/// What is known to be storable in a [`RawJson`]'s text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Known {
+    /// Nothing: a received text no reader has checked.
+    Nothing,
+    /// Its numbers (serde_json's own output: at most 17 digits, exponents within ±324).
+    Numbers,
+    /// All of it: checked by its reader, made storable, or read back from `jsonb`.
+    Storable,
 }
 
 /// How a NUL character is written in JSON text (the only way it can be).
 const NUL_ESCAPE: &[u8] = b"\\u0000";
 
-/// Exponent digits from which a number may be outside what Postgres' `numeric` (so `jsonb`)
-/// holds: Postgres 15 refuses beyond about ±16383, earlier versions beyond ±1000.
-const LONG_EXPONENT: usize = 4;
+/// Digits after the point Postgres' `numeric` (so `jsonb`) keeps at most.
+const NUMERIC_MAX_SCALE: i64 = 16383;
 
-/// Fractional digits `numeric` holds at most; only a text longer than this can exceed it.
-const NUMERIC_MAX_SCALE: usize = 16383;
+/// Digits before the point `numeric` keeps at most.
+const NUMERIC_MAX_WEIGHT: i64 = 131_072;
+
+/// The largest exponent `numeric` read before Postgres 15.
+const OLD_MAX_EXPONENT: i64 = 1000;
+
+/// Below this length a text cannot hold a number serde_json reads as nonzero and `numeric`
+/// refuses (see [`RawJson::numbers_storable`]).
+const NONZERO_REFUSED_LEN: usize = 16_000;
 
 impl RawJson {
     /// The part of `body` that `text` borrows, without a copy. `text` must be a slice of
     /// `body` that serde_json has read as one whole JSON value (a `&RawValue` of it, or the
     /// text a strict reader accepted); anything else is a bug and panics.
     pub fn received(body: &Bytes, text: &str) -> Self {
-        RawJson { text: body.slice_ref(text.as_bytes()), storable: false }
+        RawJson { text: body.slice_ref(text.as_bytes()), known: Known::Nothing }
     }
 
     /// [`RawJson::received`] for a text its reader has found storable as written (no
     /// [`RawJson::may_hold_nul`], [`RawJson::numbers_storable`]): `make_storable` has nothing
     /// to check.
     pub fn received_storable(body: &Bytes, text: &str) -> Self {
-        RawJson { storable: true, ..Self::received(body, text) }
+        RawJson { known: Known::Storable, ..Self::received(body, text) }
     }
 
     /// The text of an object built in memory.
     pub fn from_value(value: &Value) -> Self {
-        RawJson { text: Bytes::from(value.to_string()), storable: false }
+        RawJson { text: Bytes::from(value.to_string()), known: Known::Numbers }
     }
 
     /// The JSON text.
@@ -72,12 +89,12 @@ impl RawJson {
     }
 
     /// Whether Postgres may refuse the text as `jsonb`: it may hold a NUL character (a
-    /// `\u0000` escape) or a number beyond `numeric`'s range (an exponent of four or more
-    /// digits, or more fractional digits than `numeric` keeps). The test looks at bytes, not
-    /// tokens, so a string that merely looks like one (`"\\u0000"`, `"x1e1234"`) also
-    /// matches and only takes the slow path.
+    /// `\u0000` escape) or a number `numeric` cannot hold as written (see
+    /// [`RawJson::numbers_storable`]). The test looks at bytes, not tokens, so a string that
+    /// merely looks like one (`"\\u0000"`, `"x1e1234"`) also matches and only takes the slow
+    /// path.
     pub fn needs_rewrite(text: &[u8]) -> bool {
-        Self::may_hold_nul(text) || !Self::numbers_storable(text, true)
+        Self::may_hold_nul(text) || has_unstorable_number(text)
     }
 
     /// Whether the text may hold a NUL character (a `\u0000` escape, the only way JSON can
@@ -87,41 +104,81 @@ impl RawJson {
     }
 
     /// Whether every number in the text is storable as written, for a reader that knows
-    /// whether any float in it read as zero (`json_text::ObjectFields::float_read_as_zero`):
-    /// a number Postgres refuses that serde_json accepts has an exponent below -16383 (or
-    /// beyond ±1000 before Postgres 15), which reads as zero unless its mantissa has hundreds
-    /// of digits, or more fractional digits than `numeric` keeps, which needs a longer text.
-    /// Otherwise the text is scanned.
+    /// whether any float in it read as zero (`json_text::ObjectFields::float_read_as_zero`).
+    ///
+    /// Postgres' `numeric` keeps at most 16383 digits after the point, so it refuses a
+    /// number whose fractional digits minus its exponent exceed that (`1e-20000`); serde_json
+    /// reads any such number as zero unless it has more than ~16,060 digits, since the
+    /// smallest nonzero `f64` is about 4.9e-324. So only a text with a float read as zero, or
+    /// a text longer than 16,000 bytes, can hold one, and only those are scanned. (Before
+    /// Postgres 15, `numeric` also refused any exponent beyond ±1000; the scan rewrites those
+    /// too, but a nonzero one — a mantissa of hundreds of digits — in a short text is not
+    /// looked for.)
     pub fn numbers_storable(text: &[u8], float_read_as_zero: bool) -> bool {
-        let may_refuse = float_read_as_zero || text.len() > NUMERIC_MAX_SCALE;
-        !may_refuse || !(has_long_exponent(text) || has_long_digit_run(text))
+        let may_refuse = float_read_as_zero || text.len() > NONZERO_REFUSED_LEN;
+        !may_refuse || !has_unstorable_number(text)
     }
 
     /// Makes the value storable in `jsonb` (see `users::storable`): untouched unless
     /// [`RawJson::needs_rewrite`], then rebuilt through a `Value` with NUL replaced.
     pub fn make_storable(&mut self) {
-        if !self.storable && Self::needs_rewrite(&self.text) {
+        let rewrite = match self.known {
+            Known::Nothing => Self::needs_rewrite(&self.text),
+            Known::Numbers => Self::may_hold_nul(&self.text),
+            Known::Storable => false,
+        };
+        if rewrite {
             let mut value = self.to_value();
             storable_json(&mut value);
             *self = Self::from_value(&value);
         }
-        self.storable = true;
+        self.known = Known::Storable;
     }
 }
 
-/// A digit followed by `e`/`E`, an optional sign and [`LONG_EXPONENT`] or more digits.
-fn has_long_exponent(text: &[u8]) -> bool {
-    memchr::memchr2_iter(b'e', b'E', text).any(|at| {
-        let after_digit = at > 0 && text[at - 1].is_ascii_digit();
-        let rest = &text[at + 1..];
-        let rest = rest.strip_prefix(b"-").or_else(|| rest.strip_prefix(b"+")).unwrap_or(rest);
-        after_digit && rest.iter().take_while(|b| b.is_ascii_digit()).count() >= LONG_EXPONENT
-    })
-}
-
-/// A run of more digits than `numeric` keeps after the point (never in a text shorter).
-fn has_long_digit_run(text: &[u8]) -> bool {
-    text.len() > NUMERIC_MAX_SCALE && text.split(|b| !b.is_ascii_digit()).any(|run| run.len() > NUMERIC_MAX_SCALE)
+/// Whether a number in `text` is one Postgres' `numeric` refuses as written: more than
+/// [`NUMERIC_MAX_SCALE`] digits after the point once the exponent is applied, more than
+/// [`NUMERIC_MAX_WEIGHT`] before it, or an exponent beyond ±[`OLD_MAX_EXPONENT`] (refused
+/// before Postgres 15). Every digit run is taken for a number, strings included: a false
+/// match only takes the slow path.
+fn has_unstorable_number(text: &[u8]) -> bool {
+    let digits = |from: usize| text[from..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut i = 0;
+    while i < text.len() {
+        if !text[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let int = digits(i);
+        i += int;
+        let mut frac = 0;
+        if text.get(i) == Some(&b'.') {
+            frac = digits(i + 1);
+            i += 1 + frac;
+        }
+        let mut exponent: i64 = 0;
+        if matches!(text.get(i), Some(b'e' | b'E')) {
+            let signed = matches!(text.get(i + 1), Some(b'-' | b'+'));
+            let start = i + 1 + usize::from(signed);
+            let n = digits(start);
+            if n > 0 {
+                exponent =
+                    text[start..start + n].iter().fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1_000_000_000));
+                if text[i + 1] == b'-' {
+                    exponent = -exponent;
+                }
+                i = start + n;
+            }
+        }
+        let (int, frac) = (int as i64, frac as i64);
+        if frac - exponent > NUMERIC_MAX_SCALE
+            || int + exponent > NUMERIC_MAX_WEIGHT
+            || exponent.abs() > OLD_MAX_EXPONENT
+        {
+            return true;
+        }
+    }
+    false
 }
 
 impl From<Value> for RawJson {
@@ -161,7 +218,8 @@ impl serde::Serialize for RawJson {
 impl<'de> serde::Deserialize<'de> for RawJson {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = Box::<RawValue>::deserialize(deserializer)?;
-        Ok(RawJson { text: Bytes::from(String::from(Box::<str>::from(text))), storable: false })
+        // Read back from the inbox: Postgres accepted (and printed) it as `jsonb`.
+        Ok(RawJson { text: Bytes::from(String::from(Box::<str>::from(text))), known: Known::Storable })
     }
 }
 
@@ -230,7 +288,7 @@ mod tests {
         for (text, stored) in [
             (r#"{"x": 1e-20000}"#, json!({"x": 0.0})),
             (r#"{"x": [0E+99999]}"#, json!({"x": [0.0]})),
-            (r#"{"x": 2.5e-1000}"#, json!({"x": 0.0})),
+            (r#"{"x": 2.5e-1001}"#, json!({"x": 0.0})), // refused before Postgres 15
         ] {
             assert!(RawJson::needs_rewrite(text.as_bytes()), "{text}");
             assert!(!RawJson::numbers_storable(text.as_bytes(), true), "{text}");
@@ -240,11 +298,16 @@ mod tests {
             assert_eq!(raw, stored, "{text}");
             assert!(!RawJson::needs_rewrite(raw.as_str().as_bytes()), "{text} is stored as {raw:?}");
         }
-        let long = format!(r#"{{"x": 0.{}1}}"#, "0".repeat(NUMERIC_MAX_SCALE));
+        let long = format!(r#"{{"x": 0.{}1}}"#, "0".repeat(NUMERIC_MAX_SCALE as usize));
         assert!(RawJson::needs_rewrite(long.as_bytes()));
         let mut raw = RawJson::from_value(&serde_json::from_str(&long).expect("serde_json reads it"));
         raw.make_storable();
         assert!(!RawJson::needs_rewrite(raw.as_str().as_bytes()));
+        // Nonzero as f64 yet refused (16384 digits after the point): only in a long text.
+        let nonzero = format!(r#"{{"x": 0.{}e-1}}"#, "1".repeat(NUMERIC_MAX_SCALE as usize));
+        assert!(!RawJson::numbers_storable(nonzero.as_bytes(), false), "a long text is scanned");
+        let fits = format!(r#"{{"x": 0.{}e1}}"#, "1".repeat(NUMERIC_MAX_SCALE as usize));
+        assert!(RawJson::numbers_storable(fits.as_bytes(), false));
         for ordinary in [r#"{"x": 1e308, "y": 1.5E-300, "email": "e1234@x", "n": 12345}"#, r#"{"id":"user_2e1"}"#] {
             assert!(!RawJson::needs_rewrite(ordinary.as_bytes()), "{ordinary}");
         }

@@ -2,7 +2,8 @@
 //! or `jsonb`, nor a timestamp before 4713 BC. Rather than let one such value fail a whole
 //! delivery, batch or backfill page on every retry, every change is made storable here, in
 //! the provider-neutral record, before anything reaches SQL: NUL becomes U+FFFD (in `raw`,
-//! keys included, and in the typed columns) and an unstorable timestamp becomes NULL.
+//! keys included, and in the typed columns), an unstorable timestamp becomes NULL, and a
+//! `raw` with a number `numeric` refuses as written is rewritten (see `users::RawJson`).
 //!
 //! Webhooks, the inbox and the backfill all call [`UserChange::make_storable`] (through the
 //! writer), so the rule lives in one place.

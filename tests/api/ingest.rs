@@ -600,3 +600,48 @@ async fn a_full_inbox_answers_503_and_keeps_nothing_more() {
     eventually("the two parked deliveries are applied", || async { (users_table(&db).await.len() == 2).then_some(()) })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_the_inbox_refuses_fails_alone_and_its_park_neighbours_are_kept() {
+    let app = Arc::new(TestApp::spawn_with(quick_parking()).await);
+    let mut proxy = TcpProxy::start(pg_addr(&app.project_url)).await;
+    let whsec = new_whsec();
+    app.configure_clerk_on("parkpoison", &whsec, &proxy.url_through(&app.project_url)).await;
+    // A test-only trigger on the control database's inbox that refuses one delivery.
+    let (control, conn) = tokio_postgres::connect(&app.control_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    control
+        .batch_execute(
+            "CREATE FUNCTION refuse_parked_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.changes::text LIKE '%user_poison%' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER refuse_parked_poison BEFORE INSERT ON capydb_auth_sync.inbox
+             FOR EACH ROW EXECUTE FUNCTION refuse_parked_poison();",
+        )
+        .await
+        .unwrap();
+    proxy.cut().await;
+    let url = app.webhook_url("clerk", "parkpoison");
+    let mut ids: Vec<String> = (0..24).map(|i| format!("user_ok{i}")).collect();
+    ids.insert(11, "user_poison".into());
+    let answers: Vec<(u16, Value)> = futures::stream::iter(ids.iter().map(|id| {
+        let (app, url, whsec) = (app.clone(), url.clone(), whsec.clone());
+        let body = clerk_event("user.created", clerk_user(id, 1), 1);
+        async move { app.send(&url, &SignedRequest::clerk_now(&whsec, body.into_bytes()).unwrap()).await }
+    }))
+    .buffered(25)
+    .collect()
+    .await;
+    for (id, (status, answer)) in ids.iter().zip(&answers) {
+        if id == "user_poison" {
+            assert_eq!(*status, 503, "nothing kept, the sender retries: {answer}");
+        } else {
+            assert_eq!((*status, answer), (202, &json!({"status": "queued"})), "{id}");
+        }
+    }
+    assert_eq!(app.webhook_stats("parkpoison").await.queued, 24);
+    control.batch_execute("DROP TRIGGER refuse_parked_poison ON capydb_auth_sync.inbox").await.unwrap();
+    proxy.restore().await;
+    let db = app.project().await;
+    eventually("the parked deliveries are applied", || async { (users_table(&db).await.len() == 24).then_some(()) })
+        .await;
+}
