@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::lifecycle::Shutdown;
 use crate::project_db::{ProjectDbError, ProjectPools};
 use crate::providers::{self, ParseError, ProviderKind, VerifyError};
-use crate::store::{ControlStore, ParkedDelivery, WebhookOutcome};
+use crate::store::{ControlStore, ParkedDelivery, StoreError, WebhookOutcome};
 use crate::users::{MergeOutcome, UserChange};
 use batcher::{BatchSettings, Batchers};
 use cache::{CachedIntegration, IntegrationCache};
@@ -328,6 +328,12 @@ impl IngestService {
         match parked {
             Ok(true) => Ok(outcome(Disposition::Queued)),
             Ok(false) => Err(IngestError::InboxFull),
+            Err(e @ StoreError::Query(_)) => {
+                tracing::warn!(project_id = %integration.row.project_id, error = %e, "cannot park a delivery: the control database refused it");
+                Err(IngestError::Unavailable(
+                    "the project database is unreachable and the service's own database refused to park this delivery",
+                ))
+            }
             Err(e) => {
                 tracing::warn!(project_id = %integration.row.project_id, error = %e, "cannot park a delivery: the control database is unavailable too");
                 Err(IngestError::Unavailable("the project database and the service's own database are unreachable"))

@@ -634,6 +634,7 @@ async fn a_delivery_the_inbox_refuses_fails_alone_and_its_park_neighbours_are_ke
     for (id, (status, answer)) in ids.iter().zip(&answers) {
         if id == "user_poison" {
             assert_eq!(*status, 503, "nothing kept, the sender retries: {answer}");
+            assert!(answer["error"].as_str().unwrap().contains("refused to park this delivery"), "{answer}");
         } else {
             assert_eq!((*status, answer), (202, &json!({"status": "queued"})), "{id}");
         }
