@@ -13,8 +13,8 @@
 //!    the user's slice of the page (no copy), written as the bytes Clerk sent.
 //!
 //! The user is read by the same [`read_user_text`] as webhooks, so the mapping cannot
-//! drift. A user whose text holds a `\u0000` escape takes the full path (a `Value`, made
-//! storable, SPEC §2 rule 3), since only that can carry it to Postgres.
+//! drift. A user whose text Postgres could not store as written (a `\u0000` escape, a number
+//! `numeric` refuses) takes the full path (a `Value`, made storable, SPEC §2 rule 3).
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};

@@ -328,15 +328,15 @@ impl IngestService {
         match parked {
             Ok(true) => Ok(outcome(Disposition::Queued)),
             Ok(false) => Err(IngestError::InboxFull),
-            Err(e @ StoreError::Query(_)) => {
-                tracing::warn!(project_id = %integration.row.project_id, error = %e, "cannot park a delivery: the control database refused it");
-                Err(IngestError::Unavailable(
-                    "the project database is unreachable and the service's own database refused to park this delivery",
-                ))
-            }
             Err(e) => {
-                tracing::warn!(project_id = %integration.row.project_id, error = %e, "cannot park a delivery: the control database is unavailable too");
-                Err(IngestError::Unavailable("the project database and the service's own database are unreachable"))
+                let why = match e {
+                    StoreError::Query(_) => {
+                        "the project database is unreachable and the service's own database refused to park this delivery"
+                    }
+                    _ => "the project database and the service's own database are unreachable",
+                };
+                tracing::warn!(project_id = %integration.row.project_id, error = %e, "cannot park a delivery: {why}");
+                Err(IngestError::Unavailable(why))
             }
         }
     }
